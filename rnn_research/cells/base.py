@@ -1,0 +1,163 @@
+"""What every recurrent cell is: a frozen definition with pure functions on a parameter dict.
+
+A cell splits one time step into three parts so that a layer can run it fast:
+
+    xp      = input_projection(params, x)                  # no recurrence: all steps at once
+    rprojs  = [r @ params[w] for r, w in                     # the recurrent matmuls, one per
+               zip(recurrent_inputs(carry), recurrent_weights)]  # weight, batched over gates
+    carry', y = pointwise(params, carry, xp, rprojs)        # gate math and the state update
+
+`step` composes them for one step. The layer (`rnn_research.layers`) hoists the input
+projection out of the time loop and, in the backward pass, computes every recurrent weight's
+gradient as one matmul after the reverse loop. Any matmul that depends on the current step's
+gates (the GRU's reset-before-matmul, MGU, MUT) lives inside `pointwise`. Biases join in
+`pointwise` too, where they fuse with the add of the recurrent projection instead of costing a
+separate pass over the [T, B, width] projection.
+
+Axis letters in shapes: B batch (any leading dims), D in_features, H hidden_size.
+"""
+import dataclasses
+import math
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = dict[str, Array]
+Carry = Any
+
+
+def sigmoid(x: Array) -> Array:
+  """Logistic sigmoid written as 0.5·tanh(x/2) + 0.5: the same function, and on XLA:CPU one
+  tanh is cheaper than the exp and divide of 1 / (1 + e^-x)."""
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def identity(x: Array) -> Array:
+  return x
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": sigmoid,
+    "identity": identity,
+}
+
+
+def activation(name: str, argument: str) -> Callable[[Array], Array]:
+  """Looks up an activation by name; `argument` names the option in the error message."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"{argument} must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+  return ACTIVATIONS[name]
+
+
+def uniform(scale: float):
+  """U(-scale, scale), PyTorch's default for every RNN weight with scale = 1/sqrt(H)."""
+  def init(key, shape, dtype):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
+
+
+lecun_normal = jax.nn.initializers.lecun_normal()
+orthogonal = jax.nn.initializers.orthogonal()
+zeros = jax.nn.initializers.zeros
+
+
+@dataclasses.dataclass(frozen=True)
+class CellDef:
+  """Base of every cell definition: sizes and options, no arrays (hashable, so it can be a
+  static argument of `jax.jit` and of the kernels).
+
+  Subclasses set the class attributes and implement the abstract methods below.
+  """
+  in_features: int
+  hidden_size: int
+
+  # Names of the params used only by `input_projection`.
+  input_params: ClassVar[tuple[str, ...]] = ("W",)
+
+  def __post_init__(self):
+    for name in ("in_features", "hidden_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+  # -- to implement -----------------------------------------------------------------------
+  @property
+  def recurrent_weights(self) -> tuple[str, ...]:
+    """Names of the recurrent matrices, in the order of `recurrent_inputs`."""
+    raise NotImplementedError
+
+  @property
+  def output_size(self) -> int:
+    """Size of the output y at each step."""
+    return self.hidden_size
+
+  def param_inits(self) -> dict[str, tuple[tuple[int, ...], Callable]]:
+    """{name: (shape, initialiser(key, shape, dtype))} for every parameter."""
+    raise NotImplementedError
+
+  def input_projection(self, params: Params, x: Array) -> Array:
+    """x: [..., D] -> [..., width]; applied to all time steps at once."""
+    return x @ params["W"]
+
+  def recurrent_inputs(self, carry: Carry) -> tuple[Array, ...]:
+    """The carry's arrays that the recurrent weights multiply, each [B, rows of its weight]."""
+    raise NotImplementedError
+
+  def pointwise(self, params: Params, carry: Carry, xp: Array,
+                rprojs: tuple[Array, ...]) -> tuple[Carry, Array]:
+    """The rest of the step: gate activations and the state update -> (carry, y [B, out])."""
+    raise NotImplementedError
+
+  def initial_carry(self, batch_shape: tuple[int, ...], dtype=jnp.float32) -> Carry:
+    """The all-zero carry for a batch (`batch_shape` = the input's leading dims)."""
+    return jnp.zeros((*batch_shape, self.hidden_size), dtype)
+
+  # -- derived ----------------------------------------------------------------------------
+  def init_params(self, key: Array, dtype=jnp.float32) -> Params:
+    """Fresh parameters: {name: array} with the shapes of `param_inits`."""
+    inits = self.param_inits()
+    keys = jax.random.split(key, len(inits))
+    return {name: init(k, shape, dtype) for k, (name, (shape, init)) in zip(keys, inits.items())}
+
+  def param_shapes(self) -> dict[str, tuple[int, ...]]:
+    return {name: shape for name, (shape, _) in self.param_inits().items()}
+
+  def num_params(self) -> int:
+    return sum(math.prod(shape) for shape in self.param_shapes().values())
+
+  def recurrent_projections(self, params: Params, carry: Carry) -> tuple[Array, ...]:
+    return tuple(r @ params[w] for r, w in zip(self.recurrent_inputs(carry), self.recurrent_weights))
+
+  def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    """One time step: x [B, D] -> (new carry, y [B, out])."""
+    xp = self.input_projection(params, x)
+    return self.pointwise(params, carry, xp, self.recurrent_projections(params, carry))
+
+  def pointwise_params(self, params: Params) -> Params:
+    """The params `pointwise` reads (everything but the input and recurrent weights)."""
+    skip = set(self.input_params) | set(self.recurrent_weights)
+    return {k: v for k, v in params.items() if k not in skip}
+
+  def check_params(self, params: Params) -> None:
+    """Raises ValueError unless `params` has exactly this cell's names and shapes."""
+    expected = self.param_shapes()
+    if set(params) != set(expected):
+      raise ValueError(f"params must have the keys {sorted(expected)}, got {sorted(params)}")
+    for name, shape in expected.items():
+      if tuple(params[name].shape) != shape:
+        raise ValueError(f"params[{name!r}] must have shape {shape}, got {tuple(params[name].shape)}")
+
+
+def split_gates(a: Array, names: tuple[str, ...]) -> dict[str, Array]:
+  """Splits [..., n*H] pre-activations into {name: [..., H]} in the order of `names`."""
+  return dict(zip(names, jnp.split(a, len(names), axis=-1)))
+
+
+def materialize(a: Array) -> Array:
+  """Keeps `a` as one buffer. Without this, XLA:CPU fuses `xp + h @ R` into every consumer and
+  recomputes it per gate, which made an LSTM step about 1.5x slower on CPU."""
+  return jax.lax.optimization_barrier(a)

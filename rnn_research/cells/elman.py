@@ -1,0 +1,35 @@
+"""The Elman (simple) RNN with PyTorch `nn.RNN` semantics:
+
+    h = act(W x + b + R h⁻),     act = tanh or relu
+
+W [D, N], b [N], R [N, N]. PyTorch's two biases b_ih + b_hh are one sum here; they import as such.
+"""
+import dataclasses
+
+from rnn_research.cells import base
+
+
+@dataclasses.dataclass(frozen=True)
+class ElmanDef(base.CellDef):
+  activation: str = "tanh"
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.activation not in ("tanh", "relu"):
+      raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
+
+  @property
+  def recurrent_weights(self):
+    return ("R",)
+
+  def param_inits(self):
+    n = self.hidden_size
+    return {"W": ((self.in_features, n), base.lecun_normal), "b": ((n,), base.zeros),
+            "R": ((n, n), base.orthogonal)}
+
+  def recurrent_inputs(self, h):
+    return (h,)
+
+  def pointwise(self, params, h, xp, rprojs):
+    h = base.ACTIVATIONS[self.activation](xp + rprojs[0] + params["b"])
+    return h, h

@@ -1,0 +1,262 @@
+"""The LSTM family of "LSTM: A Search Space Odyssey" (Greff et al., 2017) as one spec.
+
+The vanilla LSTM `V`, per block (N = hidden_size, ⊙ elementwise, σ the logistic sigmoid):
+
+    z = g(W_z x + R_z y⁻ + b_z)                         block input
+    i = σ(W_i x + R_i y⁻ + p_i ⊙ c⁻ + b_i)              input gate  (peephole reads c(t-1))
+    f = σ(W_f x + R_f y⁻ + p_f ⊙ c⁻ + b_f)              forget gate (peephole reads c(t-1))
+    c = z ⊙ i + c⁻ ⊙ f                                  cell
+    o = σ(W_o x + R_o y⁻ + p_o ⊙ c + b_o)               output gate (peephole reads the new c)
+    y = h(c) ⊙ o                                        block output, g = h = tanh
+
+and its variants: NIG (i = 1), NFG (f = 1), NOG (o = 1), NIAF (g = identity), NOAF (h = identity),
+NP (no peepholes), CIFG (f = 1 − i, no forget-gate parameters), FGR (the previous step's gate
+activations feed every gate: ī += R_ii i⁻ + R_fi f⁻ + R_oi o⁻, likewise f̄ and ō, nine extra
+N×N matrices). `classic` is the PyTorch/Keras LSTM: NP. With `proj_size` = P > 0 (LSTMP, as
+PyTorch's `proj_size`), y = (h(c) ⊙ o) P with P [N, P], and y is what recurs.
+
+Storage (gates fused in the order z, i, f, o, absent gates left out, so one matmul serves all):
+    W [D, G·N], b [G·N], R [Ny, G·N] (Ny = P or N), p_i/p_f/p_o [N],
+    R_gates [S·N, S·N] (FGR; S = number of sigmoid gates), P [N, P] (LSTMP).
+`to_paper`/`from_paper` convert to and from the paper's names (W_z [N, D], R_z [N, Ny], ...).
+"""
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnn_research.cells import base
+
+FORGET_GATE_KINDS = ("gate", "none", "coupled")
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMSpec:
+  """Which parts of the Odyssey LSTM block are present.
+
+  forget_gate: "gate" (σ gate), "none" (NFG: f = 1) or "coupled" (CIFG: f = 1 − i).
+  """
+  input_gate: bool = True
+  forget_gate: str = "gate"
+  output_gate: bool = True
+  peepholes: bool = True
+  full_gate_recurrence: bool = False
+  input_activation: str = "tanh"
+  output_activation: str = "tanh"
+
+  def __post_init__(self):
+    if self.forget_gate not in FORGET_GATE_KINDS:
+      raise ValueError(f"forget_gate must be one of {FORGET_GATE_KINDS}, got {self.forget_gate!r}")
+    if self.forget_gate == "coupled" and not self.input_gate:
+      raise ValueError("forget_gate='coupled' (f = 1 - i) needs input_gate=True")
+    base.activation(self.input_activation, "input_activation")
+    base.activation(self.output_activation, "output_activation")
+
+  @property
+  def sigmoid_gates(self) -> tuple[str, ...]:
+    """The σ gates with their own parameters, in storage order."""
+    present = {"i": self.input_gate, "f": self.forget_gate == "gate", "o": self.output_gate}
+    return tuple(name for name, on in present.items() if on)
+
+  @property
+  def gate_names(self) -> tuple[str, ...]:
+    return ("z", *self.sigmoid_gates)
+
+
+PRESETS: dict[str, LSTMSpec] = {
+    "V": LSTMSpec(),
+    "NIG": LSTMSpec(input_gate=False),
+    "NFG": LSTMSpec(forget_gate="none"),
+    "NOG": LSTMSpec(output_gate=False),
+    "NIAF": LSTMSpec(input_activation="identity"),
+    "NOAF": LSTMSpec(output_activation="identity"),
+    "NP": LSTMSpec(peepholes=False),
+    "CIFG": LSTMSpec(forget_gate="coupled"),
+    "FGR": LSTMSpec(full_gate_recurrence=True),
+    "classic": LSTMSpec(peepholes=False),
+}
+
+
+def lstm_spec(variant: "str | LSTMSpec") -> LSTMSpec:
+  """A preset by name (see PRESETS), or a spec passed through."""
+  if isinstance(variant, LSTMSpec):
+    return variant
+  if variant not in PRESETS:
+    raise ValueError(f"variant must be one of {sorted(PRESETS)} or an LSTMSpec, got {variant!r}")
+  return PRESETS[variant]
+
+
+class LSTMCarry(NamedTuple):
+  """c [B, N]; h [B, Ny] (the output y that recurs); gates [B, S·N] for FGR, else None."""
+  c: jax.Array
+  h: jax.Array
+  gates: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMDef(base.CellDef):
+  """An LSTM of the Odyssey family. `forget_bias` initialises b_f (for CIFG, b_i to −forget_bias,
+  which starts f = 1 − i at the same value)."""
+  spec: LSTMSpec = LSTMSpec()
+  proj_size: int = 0
+  forget_bias: float = 1.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.spec, LSTMSpec):
+      raise ValueError(f"spec must be an LSTMSpec, got {self.spec!r}")
+    if not isinstance(self.proj_size, int) or not 0 <= self.proj_size < self.hidden_size:
+      raise ValueError(
+          f"proj_size must be 0 (no projection) or in [1, hidden_size={self.hidden_size}), "
+          f"got {self.proj_size!r}")
+
+  @property
+  def output_size(self) -> int:
+    return self.proj_size or self.hidden_size
+
+  @property
+  def recurrent_weights(self) -> tuple[str, ...]:
+    return ("R", "R_gates") if self.spec.full_gate_recurrence else ("R",)
+
+  def _bias_init(self):
+    names, n = self.spec.gate_names, self.hidden_size
+    target = {"gate": "f", "coupled": "i"}.get(self.spec.forget_gate)
+    value = -self.forget_bias if self.spec.forget_gate == "coupled" else self.forget_bias
+
+    def init(key, shape, dtype):
+      del key
+      b = jnp.zeros(shape, dtype)
+      if target is None:
+        return b
+      k = names.index(target)
+      return b.at[k * n:(k + 1) * n].set(value)
+    return init
+
+  def param_inits(self):
+    spec, n, d = self.spec, self.hidden_size, self.in_features
+    width = len(spec.gate_names) * n
+    inits = {
+        "W": ((d, width), base.lecun_normal),
+        "b": ((width,), self._bias_init()),
+        "R": ((self.output_size, width), base.orthogonal),
+    }
+    if spec.peepholes:
+      for gate in spec.sigmoid_gates:
+        inits[f"p_{gate}"] = ((n,), base.uniform(1 / math.sqrt(n)))
+    if spec.full_gate_recurrence:
+      s = len(spec.sigmoid_gates) * n
+      inits["R_gates"] = ((s, s), base.orthogonal)
+    if self.proj_size:
+      inits["P"] = ((n, self.proj_size), base.lecun_normal)
+    return inits
+
+  def recurrent_inputs(self, carry: LSTMCarry):
+    return (carry.h, carry.gates) if self.spec.full_gate_recurrence else (carry.h,)
+
+  def initial_carry(self, batch_shape, dtype=jnp.float32) -> LSTMCarry:
+    gates = None
+    if self.spec.full_gate_recurrence:
+      gates = jnp.zeros((*batch_shape, len(self.spec.sigmoid_gates) * self.hidden_size), dtype)
+    return LSTMCarry(jnp.zeros((*batch_shape, self.hidden_size), dtype),
+                     jnp.zeros((*batch_shape, self.output_size), dtype), gates)
+
+  def pointwise(self, params, carry: LSTMCarry, xp, rprojs):
+    spec = self.spec
+    a = xp + rprojs[0] + params["b"]
+    if spec.full_gate_recurrence:  # the gate-to-gate terms feed i, f, o but not z
+      n = self.hidden_size
+      a = jnp.concatenate([a[..., :n], a[..., n:] + rprojs[1]], axis=-1)
+    pre = base.split_gates(base.materialize(a), spec.gate_names)
+
+    def gate(name, cell_state):
+      if name not in pre:
+        return None
+      if spec.peepholes:
+        return base.sigmoid(pre[name] + params[f"p_{name}"] * cell_state)
+      return base.sigmoid(pre[name])
+
+    z = base.ACTIVATIONS[spec.input_activation](pre["z"])
+    i, f = gate("i", carry.c), gate("f", carry.c)
+    c = z if i is None else z * i
+    if spec.forget_gate == "gate":
+      c = c + f * carry.c
+    elif spec.forget_gate == "coupled":
+      c = c + (1 - i) * carry.c
+    else:
+      c = c + carry.c
+    o = gate("o", c)
+    y = base.ACTIVATIONS[spec.output_activation](c)
+    if o is not None:
+      y = y * o
+    if self.proj_size:
+      y = y @ params["P"]
+    gates = None
+    if spec.full_gate_recurrence:
+      present = {"i": i, "f": f, "o": o}
+      gates = jnp.concatenate([present[g] for g in spec.sigmoid_gates], axis=-1)
+    return LSTMCarry(c, y, gates), y
+
+
+# -- the paper's notation ------------------------------------------------------------------
+
+def _fgr_names(spec: LSTMSpec) -> list[tuple[str, int, int]]:
+  """[(paper name R_<source><target>, source index, target index)] over the σ gates."""
+  gates = spec.sigmoid_gates
+  return [(f"R_{src}{tgt}", s, t) for t, tgt in enumerate(gates) for s, src in enumerate(gates)]
+
+
+def paper_names(cell: LSTMDef) -> list[str]:
+  """The names `to_paper` returns for this cell."""
+  names = [f"{kind}_{g}" for g in cell.spec.gate_names for kind in ("W", "R", "b")]
+  if cell.spec.peepholes:
+    names += [f"p_{g}" for g in cell.spec.sigmoid_gates]
+  if cell.spec.full_gate_recurrence:
+    names += [name for name, _, _ in _fgr_names(cell.spec)]
+  return names + (["P"] if cell.proj_size else [])
+
+
+def to_paper(cell: LSTMDef, params: base.Params) -> dict[str, jax.Array]:
+  """Greff et al.'s names: W_* [N, D], R_* [N, Ny], p_* [N], b_* [N]; FGR's R_<src><tgt>
+  [N, N] (R_fi carries f(t-1) into the input gate); P [Ny, N] for LSTMP (PyTorch's weight_hr)."""
+  cell.check_params(params)
+  n, gates = cell.hidden_size, cell.spec.gate_names
+  blocks = lambda x: jnp.split(x, len(gates), axis=-1)
+  paper = {}
+  for g, w, r, b in zip(gates, blocks(params["W"]), blocks(params["R"]), blocks(params["b"])):
+    paper[f"W_{g}"], paper[f"R_{g}"], paper[f"b_{g}"] = w.T, r.T, b
+  if cell.spec.peepholes:
+    paper.update({f"p_{g}": params[f"p_{g}"] for g in cell.spec.sigmoid_gates})
+  if cell.spec.full_gate_recurrence:
+    for name, s, t in _fgr_names(cell.spec):
+      paper[name] = params["R_gates"][s * n:(s + 1) * n, t * n:(t + 1) * n].T
+  if cell.proj_size:
+    paper["P"] = params["P"].T
+  return paper
+
+
+def from_paper(cell: LSTMDef, paper: dict) -> base.Params:
+  """Inverse of `to_paper`; raises ValueError naming a missing or extra entry."""
+  expected = set(paper_names(cell))
+  if set(paper) != expected:
+    raise ValueError(f"paper parameters must be exactly {sorted(expected)}; "
+                     f"missing {sorted(expected - set(paper))}, extra {sorted(set(paper) - expected)}")
+  gates = cell.spec.gate_names
+  paper = {k: jnp.asarray(v) for k, v in paper.items()}
+  params = {
+      "W": jnp.concatenate([paper[f"W_{g}"].T for g in gates], axis=-1),
+      "R": jnp.concatenate([paper[f"R_{g}"].T for g in gates], axis=-1),
+      "b": jnp.concatenate([paper[f"b_{g}"] for g in gates], axis=-1),
+  }
+  params.update({k: v for k, v in paper.items() if k.startswith("p_")})
+  if cell.spec.full_gate_recurrence:
+    s = len(cell.spec.sigmoid_gates)
+    rows = [[None] * s for _ in range(s)]
+    for name, src, tgt in _fgr_names(cell.spec):
+      rows[src][tgt] = paper[name].T
+    params["R_gates"] = jnp.block(rows)
+  if cell.proj_size:
+    params["P"] = paper["P"].T
+  cell.check_params(params)
+  return params

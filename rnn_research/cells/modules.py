@@ -1,0 +1,91 @@
+"""Flax NNX modules that own a cell's parameters and call its pure functions.
+
+Every module here is an `nnx.RNNCellBase`, so it also drops into Flax's own `nnx.RNN`:
+`__call__(carry, x [B, D]) -> (carry, y [B, out])`, `initialize_carry(input_shape)`.
+"""
+import jax.numpy as jnp
+from flax import nnx
+
+from rnn_research.cells import base
+from rnn_research.cells.elman import ElmanDef
+from rnn_research.cells.gru import GRUDef
+from rnn_research.cells.lstm import LSTMDef, lstm_spec
+from rnn_research.cells.mgu import MGUDef
+from rnn_research.cells.mut import MUTDef
+
+
+class CellModule(nnx.RNNCellBase):
+  """Owns the parameters of `definition` as one `nnx.Param` per name (W, b, R, ...)."""
+
+  def __init__(self, definition: base.CellDef, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.definition = definition
+    for name, value in definition.init_params(rngs.params(), param_dtype).items():
+      setattr(self, name, nnx.Param(value))
+
+  @property
+  def params(self) -> base.Params:
+    """{name: array} in the layout of the cell definition."""
+    return {name: getattr(self, name)[...] for name in self.definition.param_shapes()}
+
+  def load_params(self, params: base.Params) -> None:
+    """Replaces every parameter; raises ValueError on a missing name or a wrong shape."""
+    self.definition.check_params(params)
+    for name, value in params.items():
+      getattr(self, name)[...] = jnp.asarray(value, getattr(self, name)[...].dtype)
+
+  def __call__(self, carry, x):
+    return self.definition.step(self.params, carry, x)
+
+  def initialize_carry(self, input_shape, rngs=None, carry_init=None):
+    """The all-zero carry for inputs of shape [..., D] (rngs and carry_init are unused)."""
+    del rngs, carry_init
+    return self.definition.initial_carry(tuple(input_shape[:-1]), self.params["W"].dtype)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
+
+class LSTMCell(CellModule):
+  """An LSTM of the Odyssey family; `variant` is a preset name of `lstm.PRESETS` or an LSTMSpec."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, variant="V", proj_size: int = 0,
+               forget_bias: float = 1.0, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(LSTMDef(in_features, hidden_size, lstm_spec(variant), proj_size, forget_bias),
+                     param_dtype=param_dtype, rngs=rngs)
+
+
+class GRUCell(CellModule):
+  """A GRU; reset_after=True is the cuDNN/PyTorch convention, False is Cho et al. 2014."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, reset_after: bool = True,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(GRUDef(in_features, hidden_size, reset_after), param_dtype=param_dtype,
+                     rngs=rngs)
+
+
+class ElmanCell(CellModule):
+  """The simple RNN, h = act(W x + b + R h⁻) with act = "tanh" or "relu"."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, activation: str = "tanh",
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(ElmanDef(in_features, hidden_size, activation), param_dtype=param_dtype,
+                     rngs=rngs)
+
+
+class MGUCell(CellModule):
+  """The minimal gated unit."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, forget_bias: float = 1.0,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(MGUDef(in_features, hidden_size, forget_bias), param_dtype=param_dtype,
+                     rngs=rngs)
+
+
+class MUTCell(CellModule):
+  """One of Jozefowicz et al.'s MUT1, MUT2, MUT3."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, variant: str = "MUT1",
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(MUTDef(in_features, hidden_size, variant), param_dtype=param_dtype,
+                     rngs=rngs)

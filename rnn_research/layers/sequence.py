@@ -1,0 +1,125 @@
+"""Running a cell over whole sequences: input checks, batch-/time-major, variable lengths,
+reverse and bidirectional. Pure functions of (cell, params, inputs).
+
+Shapes: xs [B, T, D] batch-first (or [T, B, D] with time_major=True); lengths [B] ints in [1, T].
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_research.cells.base import CellDef
+from rnn_research.layers.recurrence import recurrence
+
+BACKENDS = ("scan",)
+
+
+def check_backend(backend: str) -> None:
+  if backend not in BACKENDS:
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def check_inputs(xs, in_features: int, time_major: bool) -> None:
+  layout = "[time, batch, features]" if time_major else "[batch, time, features]"
+  if xs.ndim != 3:
+    raise ValueError(f"xs must be {layout}, got shape {tuple(xs.shape)}")
+  if xs.shape[-1] != in_features:
+    raise ValueError(f"xs must have in_features={in_features} features in its last axis, "
+                     f"got shape {tuple(xs.shape)}")
+  if not jnp.issubdtype(xs.dtype, jnp.floating):
+    raise ValueError(f"xs must be floating point, got {xs.dtype}")
+  if 0 in xs.shape[:2]:
+    raise ValueError(f"xs must have at least one batch entry and one step, got shape {tuple(xs.shape)}")
+
+
+def check_lengths(lengths, batch: int, num_steps: int):
+  """Returns lengths as int32 [B] (or None); values are checked when they are concrete."""
+  if lengths is None:
+    return None
+  lengths = jnp.asarray(lengths)
+  if lengths.shape != (batch,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+    raise ValueError(f"lengths must be integers of shape [batch]=({batch},), "
+                     f"got {lengths.dtype} of shape {tuple(lengths.shape)}")
+  if not isinstance(lengths, jax.core.Tracer):
+    values = np.asarray(lengths)
+    if values.min() < 1 or values.max() > num_steps:
+      raise ValueError(f"lengths must lie in [1, time={num_steps}], got min {values.min()} "
+                       f"and max {values.max()}")
+  return lengths.astype(jnp.int32)
+
+
+def check_carry(carry, expected, argument: str = "initial_carry") -> None:
+  """Raises ValueError unless `carry` has the structure and shapes of `expected`."""
+  if jax.tree.structure(carry) != jax.tree.structure(expected):
+    raise ValueError(f"{argument} must have the structure {jax.tree.structure(expected)}, "
+                     f"got {jax.tree.structure(carry)}")
+  for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
+    if tuple(got.shape) != tuple(want.shape):
+      raise ValueError(f"{argument} leaves must have shapes "
+                       f"{[tuple(w.shape) for w in jax.tree.leaves(expected)]}, got shape "
+                       f"{tuple(got.shape)}")
+
+
+def reverse_sequences(xs, lengths):
+  """Reverses each sequence's valid span in time-major xs [T, B, ...]; padding stays at the end."""
+  if lengths is None:
+    return jnp.flip(xs, axis=0)
+  t = jnp.arange(xs.shape[0])[:, None]
+  index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+  index = index.reshape(index.shape + (1,) * (xs.ndim - 2))
+  return jnp.take_along_axis(xs, index, axis=0)
+
+
+def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse: bool = False,
+        time_major: bool = False, unroll: int = 1, backend: str = "scan"):
+  """Runs `cell` over `xs`.
+
+  Args:
+    cell, params: the cell definition and its parameters.
+    xs: [B, T, D], or [T, B, D] if time_major.
+    initial_carry: the carry at the first step (default all zeros), e.g. the final carry of
+      the previous chunk for truncated BPTT.
+    lengths: optional int [B]; steps past a sequence's end leave its carry unchanged and
+      output zeros, so the final carry is the carry at each sequence's own end.
+    reverse: run from each sequence's last valid step back to its first; outputs stay aligned
+      with the inputs.
+    unroll: time steps per scan iteration.
+    backend: "scan" (the kernels add "pallas" and "auto").
+
+  Returns:
+    (ys [B, T, out] (or [T, B, out]), final carry).
+  """
+  check_backend(backend)
+  check_inputs(xs, cell.in_features, time_major)
+  if not time_major:
+    xs = jnp.swapaxes(xs, 0, 1)
+  num_steps, batch = xs.shape[:2]
+  lengths = check_lengths(lengths, batch, num_steps)
+  dtype = jnp.result_type(xs, *jax.tree.leaves(params))
+  default_carry = cell.initial_carry((batch,), dtype)
+  if initial_carry is None:
+    initial_carry = default_carry
+  else:
+    check_carry(initial_carry, default_carry)
+    initial_carry = jax.tree.map(lambda c: jnp.asarray(c, dtype), initial_carry)
+  if reverse:
+    xs = reverse_sequences(xs, lengths)
+  xp = cell.input_projection(params, xs)
+  final, ys = recurrence(cell, params, xp, initial_carry, lengths, unroll)
+  if reverse:
+    ys = reverse_sequences(ys, lengths)
+  return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
+
+
+def run_bidirectional(cell: CellDef, params_forward, params_backward, xs, *, initial_carry=None,
+                      lengths=None, time_major: bool = False, unroll: int = 1,
+                      backend: str = "scan"):
+  """A forward and a reverse run of `cell`; outputs concatenated [..., 2·out] (forward first).
+
+  initial_carry and the returned final carry are (forward carry, backward carry).
+  """
+  carry_forward, carry_backward = (None, None) if initial_carry is None else initial_carry
+  options = dict(lengths=lengths, time_major=time_major, unroll=unroll, backend=backend)
+  ys_f, final_f = run(cell, params_forward, xs, initial_carry=carry_forward, **options)
+  ys_b, final_b = run(cell, params_backward, xs, initial_carry=carry_backward, reverse=True,
+                      **options)
+  return jnp.concatenate([ys_f, ys_b], axis=-1), (final_f, final_b)
