@@ -1,6 +1,14 @@
 """rnn_research: recurrent networks in JAX/Flax for ablation studies and kernel research."""
 from setuptools import find_packages, setup
 
+DATA = [
+    "tensorflow-datasets>=4.9.10",  # used without TensorFlow: array_record + as_data_source()
+    "array_record>=0.8.6",
+    "grain>=0.2.18",
+    "music21>=10.5",  # its corpus holds the built-in JSB Chorales and folk tunes
+    "scipy",  # reads the standard .mat piano rolls
+]
+
 setup(
     name="rnn_research",
     version="0.1.0",
@@ -17,7 +25,9 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "scipy"],
+        # Datasets (rnn_research.data): imported lazily, so the kernels never need them.
+        "data": DATA,
+        "test": ["pytest", *DATA],
         "gpu": ["jax[cuda13]>=0.11.2"],
         "tpu": ["jax[tpu]>=0.11.2"],
     },

@@ -1,0 +1,170 @@
+"""One LSTM layer on the CPU: this library's scan path vs Flax's nnx.RNN(OptimizedLSTMCell) vs
+PyTorch's nn.LSTM (oneDNN), forward and forward+backward, interleaved in one run.
+
+    python -m benchmarks.rnn_cpu --torch_python=python3.11      # writes benchmarks/results/rnn_cpu.{json,md}
+
+PyTorch runs in its own interpreter (`--torch_python`, which must import torch; the project's
+Python 3.12 environment need not have it), driven over a pipe; it times each call itself, so the
+pipe costs nothing. Before timing, every implementation's output (and gradients) are checked
+against PyTorch's with the same weights.
+"""
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from rnn_research.cells import LSTMDef, lstm_spec
+from rnn_research.layers import run
+from rnn_research.torch_weights import params_from_torch
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("torch_python", "python3.11", "A Python interpreter that has torch.")
+flags.DEFINE_integer("batch", 32, "Batch size.")
+flags.DEFINE_integer("time", 100, "Sequence length.")
+flags.DEFINE_integer("in_features", 128, "Input size.")
+flags.DEFINE_integer("hidden", 256, "Hidden size.")
+flags.DEFINE_integer("reps", 30, "Timed calls per implementation and pass.")
+flags.DEFINE_string("out", str(pathlib.Path(__file__).parent / "results" / "rnn_cpu"),
+                    "Output path without extension.")
+
+
+class TorchWorker:
+  """nn.LSTM in a subprocess (see torch_worker.py)."""
+
+  def __init__(self, python: str):
+    self.process = subprocess.Popen([python, str(pathlib.Path(__file__).with_name("torch_worker.py"))],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+  def ask(self, **command):
+    self.process.stdin.write(json.dumps(command) + "\n")
+    self.process.stdin.flush()
+    return json.loads(self.process.stdout.readline())
+
+  def close(self):
+    self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+    self.process.stdin.close()
+    self.process.wait()
+
+
+def cpu_name() -> str:
+  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+    if line.startswith("model name"):
+      return line.split(":", 1)[1].strip()
+  return platform.machine()
+
+
+def rel_err(out, ref):
+  return float(np.linalg.norm(np.asarray(out) - ref) / np.linalg.norm(ref))
+
+
+def jax_implementations(golden):
+  """{impl: (forward, forward+backward)} jitted on this library's layer and on Flax's."""
+  state_dict = {k[3:]: v for k, v in golden.items() if k.startswith("sd/")}
+  cell = LSTMDef(FLAGS.in_features, FLAGS.hidden, lstm_spec("NP"))
+  params = params_from_torch(cell, state_dict)
+  weights = jnp.asarray(golden["weights"])
+
+  def ours(params, x):
+    return run(cell, params, x)[0]
+
+  flax_rnn = nnx.RNN(nnx.OptimizedLSTMCell(FLAGS.in_features, FLAGS.hidden, rngs=nnx.Rngs(0)),
+                     rngs=False)
+  # Flax's fused kernels are PyTorch's transposed (gate order i, f, g, o), one bias on dense_h.
+  flax_rnn.cell.dense_i.kernel[...] = state_dict["weight_ih_l0"].T
+  flax_rnn.cell.dense_h.kernel[...] = state_dict["weight_hh_l0"].T
+  flax_rnn.cell.dense_h.bias[...] = state_dict["bias_ih_l0"] + state_dict["bias_hh_l0"]
+  graph, flax_params, rest = nnx.split(flax_rnn, nnx.Param, ...)
+
+  def flax(params, x):
+    zeros = jnp.zeros((x.shape[0], FLAGS.hidden), x.dtype)
+    return nnx.merge(graph, params, rest)(x, initial_carry=(zeros, zeros))
+
+  impls = {}
+  for name, fn, p in (("scan", ours, params), ("flax", flax, flax_params)):
+    loss = lambda p, x, fn=fn: jnp.sum(fn(p, x) * weights)
+    impls[name] = (p, jax.jit(fn), jax.jit(jax.grad(loss, argnums=(0, 1))))
+  return impls
+
+
+def check(impls, golden):
+  """Relative errors of each implementation against PyTorch: outputs and input gradients."""
+  x = jnp.asarray(golden["x"])
+  errors = {}
+  for name, (params, fwd, fwdbwd) in impls.items():
+    _, grad_x = fwdbwd(params, x)
+    errors[name] = {"y": rel_err(fwd(params, x), golden["y"]),
+                    "grad_x": rel_err(grad_x, golden["grad_x"])}
+    assert max(errors[name].values()) < 1e-4, (name, errors[name])
+  return errors
+
+
+def time_once(fn, *args):
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return 1e3 * (time.perf_counter() - start)
+
+
+def main(argv):
+  del argv
+  worker = TorchWorker(FLAGS.torch_python)
+  with tempfile.TemporaryDirectory() as tmp:
+    setup = worker.ask(op="setup", batch=FLAGS.batch, time=FLAGS.time,
+                       in_features=FLAGS.in_features, hidden=FLAGS.hidden, seed=0,
+                       path=f"{tmp}/golden.npz")
+    golden = dict(np.load(f"{tmp}/golden.npz"))
+  impls = jax_implementations(golden)
+  errors = check(impls, golden)
+  x = jnp.asarray(golden["x"])
+  samples = {(impl, p): [] for impl in (*impls, "torch_cpu") for p in ("fwd", "fwdbwd")}
+  for _ in range(3):  # warm-up: compilation, allocation
+    for p in ("fwd", "fwdbwd"):
+      worker.ask(op="time", **{"pass": p})
+  for _ in range(FLAGS.reps):  # interleaved: A B C A B C ...
+    for p in ("fwd", "fwdbwd"):
+      for impl, (params, fwd, fwdbwd) in impls.items():
+        samples[impl, p].append(time_once(fwd if p == "fwd" else fwdbwd, params, x))
+      samples["torch_cpu", p].append(worker.ask(op="time", **{"pass": p})["ms"])
+  worker.close()
+
+  rows = []
+  for (impl, p), ms in samples.items():
+    rows.append({"cell": "lstm", "variant": "NP", "impl": impl, "batch": FLAGS.batch,
+                 "hidden": FLAGS.hidden, "in_features": FLAGS.in_features, "time": FLAGS.time,
+                 "dtype": "float32", "pass": p, "median_ms": float(np.median(ms)),
+                 "min_ms": float(np.min(ms)), "max_ms": float(np.max(ms)), "reps": len(ms)})
+  medians = {(r["impl"], r["pass"]): r["median_ms"] for r in rows}
+  ratios = {f"{impl}/torch_cpu {p}": medians[impl, p] / medians["torch_cpu", p]
+            for impl in impls for p in ("fwd", "fwdbwd")}
+  result = {"benchmark": "rnn_cpu", "command": "python -m benchmarks.rnn_cpu " + " ".join(sys.argv[1:]),
+            "device": cpu_name(), "platform": "cpu",
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__, "torch": setup["torch"], "torch_threads": setup["threads"],
+            "date": datetime.date.today().isoformat(), "errors_vs_torch": errors,
+            "ratios": ratios, "rows": rows}
+  out = pathlib.Path(FLAGS.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+  lines = ["| impl | pass | median ms | min | max | / torch_cpu |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['impl']} | {r['pass']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
+                 f"{r['max_ms']:.1f} | {r['median_ms'] / medians['torch_cpu', r['pass']]:.2f} |")
+  header = (f"LSTM layer, batch {FLAGS.batch}, time {FLAGS.time}, input {FLAGS.in_features}, "
+            f"hidden {FLAGS.hidden}, float32, CPU ({result['cpu_count']} cores), jax "
+            f"{jax.__version__}, torch {setup['torch']}, {result['date']}.\n\n")
+  out.with_suffix(".md").write_text(header + "\n".join(lines) + "\n")
+  print(header + "\n".join(lines))
+
+
+if __name__ == "__main__":
+  app.run(main)
