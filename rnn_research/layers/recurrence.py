@@ -74,6 +74,9 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
   d_final, d_ys = cotangents
   add = lambda a, b: jax.tree.map(jnp.add, a, b)
 
+  # Transposed once, into its own buffer: a dot against R.T inside the loop ran at half speed.
+  transposed = {w: jax.lax.optimization_barrier(weights[w].T) for w in cell.recurrent_weights}
+
   def step(acc, inputs):
     d_carry, d_pointwise_params = acc
     carry, xp_t, rprojs_t, valid_t, dy_t = inputs
@@ -81,7 +84,7 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
         lambda p, c, x, r: _masked_pointwise(cell, p, c, x, r, valid_t),
         pointwise_params, carry, xp_t, rprojs_t)
     d_params_t, d_carry_prev, d_xp_t, d_rprojs_t = pointwise_vjp((d_carry, dy_t))
-    d_rinputs = tuple(dr @ weights[w].T for dr, w in zip(d_rprojs_t, cell.recurrent_weights))
+    d_rinputs = tuple(dr @ transposed[w] for dr, w in zip(d_rprojs_t, cell.recurrent_weights))
     _, inputs_vjp = jax.vjp(cell.recurrent_inputs, carry)
     d_carry_prev = add(d_carry_prev, inputs_vjp(d_rinputs)[0])
     return (d_carry_prev, add(d_pointwise_params, d_params_t)), (d_xp_t, d_rprojs_t)
