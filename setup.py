@@ -9,6 +9,14 @@ DATA = [
     "scipy",  # reads the standard .mat piano rolls
 ]
 
+STUDY = [
+    "optuna>=5",  # the sweep's studies
+    "scikit-learn",  # Optuna's fANOVA importance
+    "matplotlib",  # the report's figures
+    "scipy",  # Welch's t-test
+    "tqdm",  # progress bars
+]
+
 setup(
     name="rnn_research",
     version="0.1.0",
@@ -27,7 +35,9 @@ setup(
     extras_require={
         # Datasets (rnn_research.data): imported lazily, so the kernels never need them.
         "data": DATA,
-        "test": ["pytest", *DATA],
+        # Sweeps, training loop extras and reports (launch/, rnn_research/analysis).
+        "study": STUDY,
+        "test": ["pytest", *DATA, *STUDY],
         "gpu": ["jax[cuda13]>=0.11.2"],
         "tpu": ["jax[tpu]>=0.11.2"],
     },

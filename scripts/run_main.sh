@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
-# The main job: sets up .venv if needed, then runs the demo (flags pass through).
+# The main job: sets up .venv if needed, then runs the smoke Odyssey study on the built-in JSB
+# Chorales with two local workers and writes its report (flags pass through to launch.local).
 source "$(dirname "$0")/env.sh"
-python -m experiments.demo "$@"
+python -m launch.local --study=experiments/odyssey.py:smoke --workers=2 "$@"

@@ -48,7 +48,8 @@ class StackedRNN(nnx.Module):
       in_features = directions * layer[0].definition.output_size
       layers.append(nnx.List(layer))
     self.layers = nnx.List(layers)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    # Only stacks with dropout carry its random state.
+    self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 and num_layers > 1 else None
 
   @property
   def output_size(self) -> int:
@@ -63,7 +64,7 @@ class StackedRNN(nnx.Module):
                    backend=self.backend)
     finals = []
     for k, layer in enumerate(self.layers):
-      if k > 0:
+      if k > 0 and self.dropout is not None:
         xs = self.dropout(xs)
       carry = None if initial_carry is None else initial_carry[k]
       if self.bidirectional:

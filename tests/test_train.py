@@ -1,0 +1,113 @@
+"""One trial: a step changes every parameter, a trial learns and fills its workdir, a killed
+trial resumes to the very result of an uninterrupted one, divergence is recorded, and a workdir
+of another config is refused."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rnn_research import train
+from rnn_research.models import NextStepModel
+
+
+def small_config(fake_chorales, **overrides):
+  config = train.default_config()
+  config.data, (config.data_path, config.data_dir) = "standard", fake_chorales
+  config.model.hidden_size = 16
+  config.update(batch_size=1, eval_batch_size=8, max_epochs=6, patience=6, optimizer="adam",
+                learning_rate=0.02, input_noise=0.05, pad_multiple=16)
+  config.update(overrides)
+  return config
+
+
+def test_one_step_changes_every_parameter(fake_chorales):
+  config = small_config(fake_chorales)
+  task = train.make_task(config)
+  model = NextStepModel(config.model, 88, 88, rngs=nnx.Rngs(0))
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  tx = train.make_optimizer(config)
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+           "other": other}
+  batch = task.eval_batches["validation"][0]
+  new_state, metrics = train.train_step(graphdef, tx, task.loss, "piano_roll", 0.1, state, batch,
+                                        jax.random.key(0))
+  assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
+  for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new_state["params"])):
+    assert not np.allclose(before, after)
+
+
+def test_trial_learns_and_fills_its_workdir(fake_chorales, tmp_path):
+  result = train.train_and_evaluate(small_config(fake_chorales), tmp_path)
+  assert result["status"] == "completed"
+  assert result["test_nll"] < 0.5 * result["baseline_nll"]  # the chords are predictable
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["epoch"] for l in lines] == list(range(1, 7))
+  assert set(lines[0]) == {"epoch", "step", "train_loss", "valid_nll", "grad_norm", "param_norm",
+                           "wall_time"}
+  assert min(l["valid_nll"] for l in lines) == result["valid_nll"]
+  assert lines[result["best_epoch"] - 1]["valid_nll"] == result["valid_nll"]
+  assert json.loads((tmp_path / "result.json").read_text()) == result
+  assert (tmp_path / "checkpoints" / "best").is_dir() and (tmp_path / "checkpoints" / "latest").is_dir()
+  # A finished workdir answers at once with the stored result.
+  assert train.train_and_evaluate(small_config(fake_chorales), tmp_path) == result
+
+
+RUN_TRIAL = """
+import json, sys, ml_collections
+from rnn_research import train
+train.train_and_evaluate(ml_collections.ConfigDict(json.loads(sys.argv[1])), sys.argv[2])
+"""
+
+
+def test_killed_trial_resumes_to_the_same_result(fake_chorales, tmp_path):
+  config = small_config(fake_chorales, max_epochs=8, patience=8)
+  whole = train.train_and_evaluate(config, tmp_path / "whole")
+  workdir = tmp_path / "killed"
+  process = subprocess.Popen([sys.executable, "-c", RUN_TRIAL, config.to_json(), str(workdir)],
+                             stderr=subprocess.DEVNULL)
+  latest = workdir / "checkpoints" / "latest"
+  deadline = time.time() + 300
+  while not (latest.is_dir() and any(p.name.isdigit() and int(p.name) >= 2 for p in latest.iterdir())):
+    assert process.poll() is None and time.time() < deadline, "the trial ended before the kill"
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (workdir / "result.json").exists()
+  resumed = train.train_and_evaluate(config, workdir)
+  assert resumed == whole
+  epochs = [json.loads(l)["epoch"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert epochs == list(range(1, 9))
+
+
+def test_diverging_trial_is_recorded(fake_chorales, tmp_path):
+  config = small_config(fake_chorales, optimizer="sgd_nesterov", learning_rate=1e38)
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result["status"] == "diverged" and result["diverged_step"] >= 1
+  assert "test_nll" not in result
+
+
+def test_workdir_of_another_config_is_refused(fake_chorales, tmp_path):
+  train.train_and_evaluate(small_config(fake_chorales, max_epochs=1), tmp_path)
+  other = small_config(fake_chorales, max_epochs=1, learning_rate=0.01)
+  other.model.hidden_size = 8
+  with pytest.raises(ValueError, match=r"keys \['learning_rate', 'model.hidden_size'\] differ"):
+    train.train_and_evaluate(other, tmp_path)
+  assert train.train_and_evaluate(other, tmp_path, overwrite=True)["status"] == "completed"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data", "mnist", "data must be one of"),
+    ("optimizer", "lbfgs", "optimizer must be one of"),
+])
+def test_bad_config_values(fake_chorales, tmp_path, key, value, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(small_config(fake_chorales, **{key: value}), tmp_path)
