@@ -17,6 +17,8 @@ import ml_collections
 from rnn_research import train
 
 VARIANTS = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
+# The params the trials of a pack share (one compiled program needs one set of shapes).
+PACK_SHARED_PARAMS = ("hidden_size",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -25,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="odyssey",
       variants=VARIANTS,
       trials_per_variant=200,
+      pack_size=1,  # > 1: this many trials of a variant share a hidden size and train as one program
       trial=train.default_config(),
   ))
   # Shortcuts a user sets on the command line: --config.data=standard --config.data_path=...
@@ -33,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = config.trial.get_ref("data_dir")
   if arg == "smoke":
     config.trials_per_variant = 2
+    config.pack_size = 2
     config.trial.max_epochs = 3
     config.trial.patience = 2
     config.trial.pad_multiple = 64  # three padded lengths to compile per trial

@@ -49,7 +49,7 @@ def check_config(config, module) -> None:
 
 def prepare_sweep_dir(sweep_dir: pathlib.Path, record: dict, overwrite: bool) -> None:
   """Writes sweep.json, refusing (or with overwrite, clearing) a dir made by another config."""
-  from rnn_research.train import _differing_keys  # pylint: disable=g-import-not-at-top
+  from rnn_research.workdir import differing_keys  # pylint: disable=g-import-not-at-top
   path = sweep_dir / "sweep.json"
   record = json.loads(json.dumps(record))  # as stored: tuples become lists
   if path.exists():
@@ -57,11 +57,19 @@ def prepare_sweep_dir(sweep_dir: pathlib.Path, record: dict, overwrite: bool) ->
     if stored != record:
       if not overwrite:
         raise ValueError(f"{sweep_dir} holds a sweep of a different config (keys "
-                         f"{_differing_keys(stored, record)} differ); pass --overwrite to "
+                         f"{differing_keys(stored, record)} differ); pass --overwrite to "
                          "delete it, or choose another --sweep_dir")
       shutil.rmtree(sweep_dir)
   sweep_dir.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def prepare_data(config) -> None:
+  """Builds the sweep's dataset once, before the workers start (they would race to build it)."""
+  from rnn_research import data  # pylint: disable=g-import-not-at-top
+  from rnn_research.train import DATASETS  # pylint: disable=g-import-not-at-top
+  data.builder(DATASETS[config.trial.data][0], data_dir=config.trial.data_dir or None,
+               path=config.trial.data_path or None)
 
 
 def count_done(storage, config) -> int:
@@ -84,6 +92,7 @@ def main(argv):
                  for v in config.variants)
   if requeued:
     logging.info("resuming %d interrupted trials from their checkpoints", requeued)
+  prepare_data(config)
   total = len(config.variants) * config.trials_per_variant
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
   workers = [context.Process(target=run_worker, args=(str(sweep_dir), url, study_file,

@@ -67,15 +67,22 @@ def file_lock(path):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def claim_trial(study: optuna.Study, target: int, distributions, lock_path):
-  """A trial to run (an enqueued retry first), or None when `target` trials are done or taken."""
+def claim_trials(study: optuna.Study, target: int, distributions, lock_path, size: int = 1,
+                 shared: tuple[str, ...] = ()) -> list[optuna.Trial]:
+  """Up to `size` trials to train together (an enqueued retry first), fewer when the study is
+  near `target` trials done or taken, none when it has them all. Trials after the first are
+  sampled with the first one's values of the `shared` params (e.g. the hidden size of a pack)."""
   with file_lock(lock_path):
     trials = study.get_trials(deepcopy=False)
-    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
     taken = sum(is_done(t) or t.state == optuna.trial.TrialState.RUNNING for t in trials)
     if not waiting and taken >= target:
-      return None
-    return study.ask(distributions)
+      return []
+    claimed = [study.ask(distributions)]
+    while len(claimed) < size and waiting <= 1 and taken + len(claimed) < target:
+      study.enqueue_trial({name: claimed[0].params[name] for name in shared})
+      claimed.append(study.ask(distributions))
+    return claimed
 
 
 def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) -> None:

@@ -3,6 +3,7 @@ train state, data position, early-stopping bookkeeping) and `checkpoints/best` (
 the best validation epoch), each an orbax step directory keyed by epoch.
 """
 import pathlib
+import shutil
 
 import orbax.checkpoint as ocp
 
@@ -13,10 +14,12 @@ class Checkpoints:
   KINDS = ("latest", "best")
 
   def __init__(self, workdir: str | pathlib.Path):
+    self._root = pathlib.Path(workdir).absolute() / "checkpoints"
+    self._managers = {kind: self._manager(kind) for kind in self.KINDS}
+
+  def _manager(self, kind: str) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-    root = pathlib.Path(workdir).absolute() / "checkpoints"
-    self._managers = {kind: ocp.CheckpointManager(root / kind, options=options)
-                      for kind in self.KINDS}
+    return ocp.CheckpointManager(self._root / kind, options=options)
 
   def save(self, kind: str, epoch: int, state, meta: dict) -> None:
     """Writes and waits, so a kill right after never leaves a half-written latest."""
@@ -34,6 +37,18 @@ class Checkpoints:
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
+
+  def meta(self, kind: str = "latest") -> dict:
+    """The meta dict of the newest checkpoint of `kind`, without reading its state."""
+    manager = self._managers[kind]
+    return manager.restore(manager.latest_step(),
+                           args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def discard(self, kind: str) -> None:
+    """Deletes the checkpoints of `kind` (a later save of a lower epoch would be ignored)."""
+    self._managers[kind].close()
+    shutil.rmtree(self._root / kind)
+    self._managers[kind] = self._manager(kind)
 
   def close(self) -> None:
     for manager in self._managers.values():

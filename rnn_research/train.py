@@ -15,8 +15,6 @@ import dataclasses
 import functools
 import json
 import math
-import pathlib
-import shutil
 import sys
 import time
 from typing import Callable
@@ -28,15 +26,20 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from rnn_research import metrics
 from rnn_research.checkpoint import Checkpoints
 from rnn_research.models import NextStepModel
+from rnn_research.workdir import Workdir, differing_keys
 
 # config.data -> (TFDS name, task)
 DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
             "standard": ("jsb_chorales/standard", "piano_roll"),
             "abc_tunes": ("abc_tunes", "characters")}
 OPTIMIZERS = ("sgd_nesterov", "adam")
+# What may differ between the trials of a pack (see train_pack).
+PACKABLE_KEYS = ("learning_rate", "momentum", "input_noise", "seed")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -113,14 +116,15 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def train_step(graphdef, tx, loss_fn, task_kind, noise_std, state, batch, rng):
+def train_step(graphdef, tx, loss_fn, task_kind, state, batch, rng, noise_std):
   """One update. state: {"params", "opt_state", "step", "other": the model's non-parameter
   state, e.g. dropout's random counter} -> (state, {"loss", "grad_norm", "param_norm"}); the
-  loss is the mean NLL per scored frame of the batch."""
+  loss is the mean NLL per scored frame of the batch; Gaussian noise of std `noise_std` is added
+  to float inputs."""
   inputs = batch["inputs"]
-  if noise_std > 0:
-    inputs = inputs + noise_std * jax.random.normal(jax.random.fold_in(rng, state["step"]),
-                                                    inputs.shape, inputs.dtype)
+  if jnp.issubdtype(inputs.dtype, jnp.floating):
+    noise = jax.random.normal(jax.random.fold_in(rng, state["step"]), inputs.shape, inputs.dtype)
+    inputs = inputs + noise_std * noise
 
   def loss(params):
     model = nnx.merge(graphdef, params, state["other"])
@@ -142,54 +146,11 @@ def eval_step(graphdef, other, loss_fn, task_kind, params, batch):
   return loss_fn(logits, batch["targets"], _scoring(task_kind, batch))
 
 
-def evaluate(step_fn, params, batches) -> float:
-  totals = [step_fn(params, b) for b in batches]
-  return float(sum(t for t, _ in totals) / sum(c for _, c in totals))
-
-
-class Workdir:
-  """The files of one trial."""
-
-  def __init__(self, path, config, overwrite: bool):
-    self.path = pathlib.Path(path)
-    self.config_file = self.path / "config.json"
-    self.metrics_file = self.path / "metrics.jsonl"
-    self.result_file = self.path / "result.json"
-    wanted = json.loads(config.to_json())
-    if self.config_file.exists():
-      stored = json.loads(self.config_file.read_text())
-      if stored != wanted:
-        if not overwrite:
-          raise ValueError(f"workdir {self.path} was written by a different config (keys "
-                           f"{_differing_keys(stored, wanted)} differ); use overwrite=True "
-                           "(--overwrite) to start it afresh")
-        shutil.rmtree(self.path)
-    self.path.mkdir(parents=True, exist_ok=True)
-    self.config_file.write_text(json.dumps(wanted, indent=1, sort_keys=True))
-
-  def result(self) -> dict | None:
-    return json.loads(self.result_file.read_text()) if self.result_file.exists() else None
-
-  def finish(self, result: dict) -> dict:
-    self.result_file.write_text(json.dumps(result, indent=1))
-    return result
-
-  def append_metrics(self, record: dict, keep_through_epoch: int) -> None:
-    """Appends an epoch's line, first dropping lines after `keep_through_epoch` (left by a run
-    that was killed between writing metrics and checkpointing)."""
-    lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
-    lines = [l for l in lines if json.loads(l)["epoch"] <= keep_through_epoch]
-    self.metrics_file.write_text("".join(l + "\n" for l in lines + [json.dumps(record)]))
-
-
-def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-  keys = []
-  for key in sorted(set(a) | set(b)):
-    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-      keys += _differing_keys(a[key], b[key], f"{prefix}{key}.")
-    elif a.get(key) != b.get(key):
-      keys.append(prefix + key)
-  return keys
+def _evaluate(eval_fn, params, batches):
+  """(NLL sums [trials], scored counts [trials]) of a split, params stacked on a trial axis."""
+  totals = [eval_fn(params, b) for b in batches]
+  return (np.sum([np.asarray(t) for t, _ in totals], 0).astype(np.float64),
+          np.sum([np.asarray(c) for _, c in totals], 0).astype(np.float64))
 
 
 def _progress(total: int, description: str):
@@ -207,69 +168,155 @@ def train_and_evaluate(config, workdir, *, overwrite: bool = False, task: Task |
   """Trains one trial to early stopping and returns its result:
   {"status": "completed" | "diverged", "valid_nll", "test_nll", "best_epoch", "epochs",
    "num_params", "baseline_nll", "diverged_step"}; NLLs in nats per frame (or per character)."""
+  return train_pack([config], [workdir], overwrite=overwrite, task=task)[0]
+
+
+def check_packable(configs) -> None:
+  """Trials in a pack share everything but PACKABLE_KEYS (the same model shapes and data)."""
+  first = json.loads(configs[0].to_json())
+  for config in configs[1:]:
+    differ = [k for k in differing_keys(first, json.loads(config.to_json()))
+              if k not in PACKABLE_KEYS]
+    if differ:
+      raise ValueError(f"trials in a pack may differ only in {PACKABLE_KEYS}; keys {differ} differ")
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def _take(tree, k: int):
+  return jax.tree.map(lambda leaf: leaf[k], tree)
+
+
+def pack_step(step_fn, state, batch, keys, noise_std, running):
+  """`train_step` of every trial of a pack at once (vmap over the leading trial axis, the batch
+  shared). Trials that are not running, or whose loss is not finite, keep their state."""
+  new, step_metrics = jax.vmap(step_fn, in_axes=(0, None, 0, 0))(state, batch, keys, noise_std)
+  update = running & jnp.isfinite(step_metrics["loss"])
+  keep = lambda n, o: jnp.where(update.reshape(update.shape + (1,) * (n.ndim - 1)), n, o)
+  trained = {k: jax.tree.map(keep, new[k], state[k]) for k in ("params", "opt_state", "step")}
+  return {**trained, "other": new["other"]}, step_metrics
+
+
+def _shard_trials(tree):
+  """Spreads the trial axis over the local devices when it divides evenly."""
+  devices = jax.local_devices()
+  if len(devices) == 1 or jax.tree.leaves(tree)[0].shape[0] % len(devices):
+    return tree
+  mesh = jax.make_mesh((len(devices),), ("trials",))
+  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("trials")))
+
+
+def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None = None) -> list[dict]:
+  """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
+  parameters and optimiser states are stacked on a leading trial axis and `train_step` is
+  vmapped over it; every trial sees the same batches (the data order of the first trial's
+  seed); each stops early, or diverges, on its own. Returns the results in order (see
+  `train_and_evaluate`). Resuming needs the same trials in the same order; otherwise the
+  unfinished ones start afresh."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  files = Workdir(workdir, config, overwrite)
-  if (done := files.result()) is not None:
-    return done
+  check_packable(configs)
+  all_files = [Workdir(w, c, overwrite) for w, c in zip(workdirs, configs)]
+  todo = [k for k, f in enumerate(all_files) if f.result() is None]
+  if not todo:
+    return [f.result() for f in all_files]
+  configs, files = [configs[k] for k in todo], [all_files[k] for k in todo]
+  config, size = configs[0], len(configs)
   task = task or make_task(config)
   kind = DATASETS[config.data][1]
-  model = NextStepModel(config.model, task.in_features, task.out_features, embed=task.embed,
-                        rngs=nnx.Rngs(config.seed))
-  model.eval()
-  eval_graphdef, _, eval_other = nnx.split(model, nnx.Param, ...)
-  model.train()
-  graphdef, params, other = nnx.split(model, nnx.Param, ...)
-  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-  tx = make_optimizer(config)
-  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-           "other": other}
-  step_fn = jax.jit(functools.partial(train_step, graphdef, tx, task.loss, kind, config.input_noise),
-                    donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, eval_graphdef, eval_other, task.loss, kind))
+  models = [NextStepModel(c.model, task.in_features, task.out_features, embed=task.embed,
+                          rngs=nnx.Rngs(c.seed)) for c in configs]
+  models[0].eval()
+  eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
+  models[0].train()
+  graphdef = nnx.split(models[0], nnx.Param, ...)[0]
+  splits = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(splits[0][0]))
+  txs = [make_optimizer(c) for c in configs]  # the same structure; values live in the state
+  state = _shard_trials({
+      "params": _stack([p for p, _ in splits]),
+      "opt_state": _stack([tx.init(p) for tx, (p, _) in zip(txs, splits)]),
+      "step": jnp.zeros((size,), jnp.int32), "other": _stack([o for _, o in splits])})
+  keys = jnp.stack([jax.random.key(c.seed) for c in configs])
+  noise_std = jnp.array([c.input_noise for c in configs], jnp.float32)
+  step_fn = jax.jit(functools.partial(pack_step, functools.partial(
+      train_step, graphdef, txs[0], task.loss, kind)), donate_argnums=0)
+  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, eval_graphdef, eval_other, task.loss,
+                                               kind), in_axes=(0, None)))
   loader = data.Loader(task.train, config.batch_size, transform=task.transform, seed=config.seed,
                        pad_multiple=config.pad_multiple)
-  checkpoints = Checkpoints(files.path)
-  meta = {"epoch": 0, "best_valid": math.inf, "best_epoch": 0, "test_at_best": math.nan,
-          "bad_epochs": 0}
-  if checkpoints.latest_epoch() is not None:
-    state, meta = checkpoints.restore("latest", jax.tree.map(jnp.zeros_like, state))
-    loader.set_state(meta.pop("loader"))
-    print(f"{files.path}: resumed after epoch {meta['epoch']}", file=sys.stderr, flush=True)
+  checkpoints = [Checkpoints(f.path) for f in files]
+  names = [str(f.path) for f in files]
+  meta = {"epoch": 0, "workdirs": names, "status": ["running"] * size, "epochs": [0] * size,
+          "best_valid": [math.inf] * size, "best_epoch": [0] * size,
+          "test_at_best": [math.nan] * size, "bad_epochs": [0] * size,
+          "diverged_step": [None] * size}
+  if checkpoints[0].latest_epoch() is not None:
+    if checkpoints[0].meta()["workdirs"] == names:
+      restored, meta = checkpoints[0].restore("latest", jax.tree.map(jnp.zeros_like, state))
+      state = _shard_trials(restored)
+      loader.set_state(meta.pop("loader"))
+      print(f"{names[0]}: resumed after epoch {meta['epoch']}", file=sys.stderr, flush=True)
+    else:  # the checkpoint of another pack this trial led: start afresh
+      checkpoints[0].discard("latest")
 
-  rng = jax.random.key(config.seed)
-  result = {"num_params": num_params, "baseline_nll": task.baseline_nll}
-  bar = _progress(config.max_epochs, f"trial {files.path.name}")
+  bar = _progress(config.max_epochs, f"trials {files[0].path.name}" + (f" +{size - 1}" if size > 1 else ""))
   bar.update(meta["epoch"])
   start = time.time()
   try:
-    while meta["epoch"] < config.max_epochs and meta["bad_epochs"] < config.patience:
+    while meta["epoch"] < config.max_epochs and "running" in meta["status"]:
       epoch = meta["epoch"] + 1
+      running_before = [s == "running" for s in meta["status"]]
       losses = []
       for _ in range(loader.batches_per_epoch):
-        state, step_metrics = step_fn(state, next(loader), rng)
-        losses.append(float(step_metrics["loss"]))
-        if not math.isfinite(losses[-1]):
-          return files.finish({**result, "status": "diverged", "diverged_step": int(state["step"]),
-                               "epochs": epoch})
-      valid = evaluate(eval_fn, state["params"], task.eval_batches["validation"])
-      if valid < meta["best_valid"]:
-        meta.update(best_valid=valid, best_epoch=epoch, bad_epochs=0,
-                    test_at_best=evaluate(eval_fn, state["params"], task.eval_batches["test"]))
-        checkpoints.save("best", epoch, state["params"], {"epoch": epoch, "valid_nll": valid})
-      else:
-        meta["bad_epochs"] += 1
-      record = {"epoch": epoch, "step": int(state["step"]), "train_loss": float(np.mean(losses)),
-                "valid_nll": valid, "grad_norm": float(step_metrics["grad_norm"]),
-                "param_norm": float(step_metrics["param_norm"]), "wall_time": time.time() - start}
-      files.append_metrics(record, keep_through_epoch=meta["epoch"])
+        running = jnp.array([s == "running" for s in meta["status"]])
+        state, step_metrics = step_fn(state, next(loader), keys, noise_std, running)
+        loss = np.asarray(step_metrics["loss"])
+        losses.append(loss)
+        for k in np.flatnonzero(np.asarray(running) & ~np.isfinite(loss)):
+          meta["status"][k], meta["diverged_step"][k], meta["epochs"][k] = "diverged", int(state["step"][k]) + 1, epoch
+      valid_sums, counts = _evaluate(eval_fn, state["params"], task.eval_batches["validation"])
+      valid = valid_sums / counts
+      improved = [k for k in range(size) if meta["status"][k] == "running" and valid[k] < meta["best_valid"][k]]
+      if improved:
+        test_sums, test_counts = _evaluate(eval_fn, state["params"], task.eval_batches["test"])
+      for k in range(size):
+        if meta["status"][k] != "running":
+          continue
+        meta["epochs"][k] = epoch
+        if k in improved:
+          meta["best_valid"][k], meta["best_epoch"][k], meta["bad_epochs"][k] = float(valid[k]), epoch, 0
+          meta["test_at_best"][k] = float(test_sums[k] / test_counts[k])
+          checkpoints[k].save("best", epoch, _take(state["params"], k), {"epoch": epoch, "valid_nll": float(valid[k])})
+        else:
+          meta["bad_epochs"][k] += 1
+          if meta["bad_epochs"][k] >= config.patience:
+            meta["status"][k] = "completed"
+      for k, f in enumerate(files):
+        if running_before[k] and meta["status"][k] != "diverged":
+          record = {"epoch": epoch, "step": int(state["step"][k]),
+                    "train_loss": float(np.mean([l[k] for l in losses])), "valid_nll": float(valid[k]),
+                    "grad_norm": float(step_metrics["grad_norm"][k]),
+                    "param_norm": float(step_metrics["param_norm"][k]), "wall_time": time.time() - start}
+          f.append_metrics(record, keep_through_epoch=meta["epoch"])
+          _log_line(bar, f"{f.path} epoch {epoch}: train {record['train_loss']:.4f} valid "
+                         f"{record['valid_nll']:.4f} (best {meta['best_valid'][k]:.4f} at epoch "
+                         f"{meta['best_epoch'][k]})")
       meta["epoch"] = epoch
-      checkpoints.save("latest", epoch, state, {**meta, "loader": loader.get_state()})
-      _log_line(bar, f"{files.path} epoch {epoch}: train {record['train_loss']:.4f} valid "
-                     f"{valid:.4f} (best {meta['best_valid']:.4f} at epoch {meta['best_epoch']})")
+      checkpoints[0].save("latest", epoch, state, {**meta, "loader": loader.get_state()})
       bar.update(1)
   finally:
     bar.close()
-    checkpoints.close()
-  return files.finish({**result, "status": "completed", "valid_nll": meta["best_valid"],
-                       "test_nll": meta["test_at_best"], "best_epoch": meta["best_epoch"],
-                       "epochs": meta["epoch"]})
+    for c in checkpoints:
+      c.close()
+  for k, f in enumerate(files):
+    result = {"num_params": num_params, "baseline_nll": task.baseline_nll,
+              "epochs": meta["epochs"][k]}
+    if meta["status"][k] == "diverged":
+      result.update(status="diverged", diverged_step=meta["diverged_step"][k])
+    else:
+      result.update(status="completed", valid_nll=meta["best_valid"][k],
+                    test_nll=meta["test_at_best"][k], best_epoch=meta["best_epoch"][k])
+    f.finish(result)
+  return [f.result() for f in all_files]

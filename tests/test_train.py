@@ -38,8 +38,8 @@ def test_one_step_changes_every_parameter(fake_chorales):
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
            "other": other}
   batch = task.eval_batches["validation"][0]
-  new_state, metrics = train.train_step(graphdef, tx, task.loss, "piano_roll", 0.1, state, batch,
-                                        jax.random.key(0))
+  new_state, metrics = train.train_step(graphdef, tx, task.loss, "piano_roll", state, batch,
+                                        jax.random.key(0), 0.1)
   assert int(new_state["step"]) == 1 and np.isfinite(metrics["loss"])
   for before, after in zip(jax.tree.leaves(params), jax.tree.leaves(new_state["params"])):
     assert not np.allclose(before, after)
@@ -111,3 +111,25 @@ def test_workdir_of_another_config_is_refused(fake_chorales, tmp_path):
 def test_bad_config_values(fake_chorales, tmp_path, key, value, message):
   with pytest.raises(ValueError, match=message):
     train.train_and_evaluate(small_config(fake_chorales, **{key: value}), tmp_path)
+
+
+def test_pack_equals_its_trials_trained_alone(fake_chorales, tmp_path):
+  """A pack (one vmapped program) gives each trial the result it gets alone, given the same
+  data order (the same seed); a diverging member leaves the others untouched."""
+  configs = [small_config(fake_chorales, max_epochs=3, learning_rate=lr, input_noise=noise)
+             for lr, noise in ((0.02, 0.05), (0.005, 0.3))]
+  configs.append(small_config(fake_chorales, max_epochs=3, optimizer="adam", learning_rate=1e38))
+  packed = train.train_pack(configs, [tmp_path / f"pack{k}" for k in range(3)])
+  alone = [train.train_and_evaluate(c, tmp_path / f"alone{k}") for k, c in enumerate(configs[:2])]
+  for p, a in zip(packed, alone):
+    assert p.keys() == a.keys() and p["best_epoch"] == a["best_epoch"]
+    for key in ("valid_nll", "test_nll"):
+      assert abs(p[key] - a[key]) < 1e-5 * a[key]
+  assert packed[2]["status"] == "diverged"
+
+
+def test_pack_members_must_share_their_shapes(fake_chorales, tmp_path):
+  other = small_config(fake_chorales)
+  other.model.hidden_size = 8
+  with pytest.raises(ValueError, match=r"may differ only in .*keys \['model.hidden_size'\] differ"):
+    train.train_pack([small_config(fake_chorales), other], [tmp_path / "a", tmp_path / "b"])

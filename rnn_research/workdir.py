@@ -1,0 +1,51 @@
+"""A trial's workdir: config.json (checked against the config that runs in it), metrics.jsonl
+(one line per epoch) and result.json (once finished); checkpoints live beside them."""
+import json
+import pathlib
+import shutil
+
+
+class Workdir:
+  """The files of one trial."""
+
+  def __init__(self, path, config, overwrite: bool):
+    self.path = pathlib.Path(path)
+    self.config_file = self.path / "config.json"
+    self.metrics_file = self.path / "metrics.jsonl"
+    self.result_file = self.path / "result.json"
+    wanted = json.loads(config.to_json())
+    if self.config_file.exists():
+      stored = json.loads(self.config_file.read_text())
+      if stored != wanted:
+        if not overwrite:
+          raise ValueError(f"workdir {self.path} was written by a different config (keys "
+                           f"{differing_keys(stored, wanted)} differ); use overwrite=True "
+                           "(--overwrite) to start it afresh")
+        shutil.rmtree(self.path)
+    self.path.mkdir(parents=True, exist_ok=True)
+    self.config_file.write_text(json.dumps(wanted, indent=1, sort_keys=True))
+
+  def result(self) -> dict | None:
+    return json.loads(self.result_file.read_text()) if self.result_file.exists() else None
+
+  def finish(self, result: dict) -> dict:
+    self.result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+  def append_metrics(self, record: dict, keep_through_epoch: int) -> None:
+    """Appends an epoch's line, first dropping lines after `keep_through_epoch` (left by a run
+    that was killed between writing metrics and checkpointing)."""
+    lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
+    lines = [l for l in lines if json.loads(l)["epoch"] <= keep_through_epoch]
+    self.metrics_file.write_text("".join(l + "\n" for l in lines + [json.dumps(record)]))
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """The dotted keys whose values differ between two nested dicts."""
+  keys = []
+  for key in sorted(set(a) | set(b)):
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      keys += differing_keys(a[key], b[key], f"{prefix}{key}.")
+    elif a.get(key) != b.get(key):
+      keys.append(prefix + key)
+  return keys
