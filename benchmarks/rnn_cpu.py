@@ -12,7 +12,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from benchmarks.common import cpu_name
 from rnn_research.cells import LSTMDef, lstm_spec
 from rnn_research.layers import run
 from rnn_research.torch_weights import params_from_torch
@@ -55,13 +55,6 @@ class TorchWorker:
     self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
     self.process.stdin.close()
     self.process.wait()
-
-
-def cpu_name() -> str:
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      return line.split(":", 1)[1].strip()
-  return platform.machine()
 
 
 def rel_err(out, ref):

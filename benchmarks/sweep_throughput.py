@@ -18,9 +18,9 @@ import time
 
 import jax
 import optuna
-from absl import app, flags
+from absl import app, flags, logging
 
-from benchmarks.rnn_cpu import cpu_name
+from benchmarks.common import cpu_name
 from experiments import odyssey
 from rnn_research import train
 
@@ -44,6 +44,7 @@ def sample_configs(config, hidden_size: int, count: int):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint file at INFO
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   config = odyssey.get_config("smoke")
   task = train.make_task(config.trial)

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from rnn_research import metrics
 from rnn_research.checkpoint import Checkpoints
@@ -167,7 +167,8 @@ def _log_line(bar, message: str) -> None:
 def train_and_evaluate(config, workdir, *, overwrite: bool = False, task: Task | None = None) -> dict:
   """Trains one trial to early stopping and returns its result:
   {"status": "completed" | "diverged", "valid_nll", "test_nll", "best_epoch", "epochs",
-   "num_params", "baseline_nll", "diverged_step"}; NLLs in nats per frame (or per character)."""
+   "num_params", "baseline_nll", "diverged_step"}; NLLs in nats per frame (piano rolls) or per
+  character (text, which also reports "test_bits_per_character")."""
   return train_pack([config], [workdir], overwrite=overwrite, task=task)[0]
 
 
@@ -204,7 +205,7 @@ def _shard_trials(tree):
   devices = jax.local_devices()
   if len(devices) == 1 or jax.tree.leaves(tree)[0].shape[0] % len(devices):
     return tree
-  mesh = jax.make_mesh((len(devices),), ("trials",))
+  mesh = jax.make_mesh((len(devices),), ("trials",), axis_types=(AxisType.Auto,))
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("trials")))
 
 
@@ -318,5 +319,7 @@ def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None 
     else:
       result.update(status="completed", valid_nll=meta["best_valid"][k],
                     test_nll=meta["test_at_best"][k], best_epoch=meta["best_epoch"][k])
+      if kind == "characters":
+        result["test_bits_per_character"] = metrics.bits_per_character(result["test_nll"])
     f.finish(result)
   return [f.result() for f in all_files]

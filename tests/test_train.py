@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research import train
+from rnn_research import metrics, train
 from rnn_research.models import NextStepModel
 
 
@@ -63,7 +63,7 @@ def test_trial_learns_and_fills_its_workdir(fake_chorales, tmp_path):
 
 RUN_TRIAL = """
 import json, sys, ml_collections
-from rnn_research import train
+from rnn_research import metrics, train
 train.train_and_evaluate(ml_collections.ConfigDict(json.loads(sys.argv[1])), sys.argv[2])
 """
 
@@ -133,3 +133,66 @@ def test_pack_members_must_share_their_shapes(fake_chorales, tmp_path):
   other.model.hidden_size = 8
   with pytest.raises(ValueError, match=r"may differ only in .*keys \['model.hidden_size'\] differ"):
     train.train_pack([small_config(fake_chorales), other], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_character_head_learns_a_repeating_text():
+  """The softmax head on embedded token ids: a few updates on "abcabc..." cut the loss, and
+  the metric counts only the unmasked characters."""
+  config = train.default_config()
+  config.model.hidden_size = 16
+  config.update(optimizer="adam", learning_rate=0.05)
+  model = NextStepModel(config.model, 5, 5, embed=True, rngs=nnx.Rngs(0))
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  tx = train.make_optimizer(config)
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+           "other": other}
+  ids = jnp.array([[(t % 3) + 1 for t in range(13)]] * 2, jnp.int32)
+  mask = jnp.arange(12)[None, :] < jnp.array([[12], [7]])
+  batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:], "lengths": jnp.array([12, 7]),
+           "mask": mask}
+  step = jax.jit(lambda s: train.train_step(graphdef, tx, metrics.character_nll, "characters",
+                                            s, batch, jax.random.key(0), 0.0))
+  state, first = step(state)
+  for _ in range(40):
+    state, last = step(state)
+  assert last["loss"] < 0.1 * first["loss"]
+  logits = nnx.merge(graphdef, state["params"], other)(batch["inputs"], batch["lengths"])
+  _, count = metrics.character_nll(logits, batch["targets"], mask)
+  assert int(count) == 19
+
+
+def test_piano_roll_nll_skips_first_frames_and_padding(rng):
+  logits = rng.standard_normal((2, 5, 88))
+  targets = (rng.random((2, 5, 88)) < 0.1).astype(np.float64)
+  lengths = np.array([5, 3])
+  mask = metrics.scored_frames(jnp.arange(5)[None, :] < jnp.asarray(lengths)[:, None])
+  total, count = metrics.piano_roll_nll(jnp.asarray(logits), jnp.asarray(targets), mask)
+  p = 1 / (1 + np.exp(-logits))
+  nll = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(-1)
+  expected = sum(nll[b, 1:n].sum() for b, n in enumerate(lengths))
+  assert int(count) == 4 + 2 and abs(float(total) - expected) < 1e-9 * expected
+
+
+SHARDED_PACK = """
+import json, sys, jax, ml_collections
+from rnn_research import train
+configs = [ml_collections.ConfigDict(c) for c in json.loads(sys.argv[1])]
+results = train.train_pack(configs, [f"{sys.argv[2]}/{k}" for k in range(len(configs))])
+print(json.dumps({"devices": jax.local_device_count(), "results": results}))
+"""
+
+
+def test_pack_shards_its_trials_over_devices(fake_chorales, tmp_path):
+  """With two (forced host) devices the trial axis is split between them; the results equal
+  the one-device run."""
+  configs = [small_config(fake_chorales, max_epochs=2, learning_rate=lr) for lr in (0.02, 0.01)]
+  args = json.dumps([json.loads(c.to_json()) for c in configs])
+  runs = {}
+  for devices in (1, 2):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    out = subprocess.run([sys.executable, "-c", SHARDED_PACK, args, str(tmp_path / str(devices))],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    runs[devices] = json.loads(out.strip().splitlines()[-1])
+  assert runs[2]["devices"] == 2
+  for one, two in zip(runs[1]["results"], runs[2]["results"]):
+    assert abs(one["test_nll"] - two["test_nll"]) < 1e-5 * one["test_nll"]
