@@ -1,0 +1,10 @@
+"""Pallas kernels for the library's recurrences (GPU through Triton, TPU through Mosaic, any
+CPU in interpret mode).
+
+    rnn.recurrence(cell, params, xp, carry0, lengths)   the entry point, as the scan path's
+    sequence.fused_sequence                             whole-sequence kernel op (custom VJP)
+    step.fused_step, step.stepped_sequence              step kernel op, and it in a scan
+    programs.program_for(cell)                          a cell in the kernels' layout
+
+Imports only jax, flax, numpy and rnn_research.cells.
+"""

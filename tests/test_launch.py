@@ -10,7 +10,6 @@ import sys
 import time
 
 import optuna
-import pytest
 
 ROOT = pathlib.Path(__file__).parents[1]
 VARIANTS = ("V", "CIFG")

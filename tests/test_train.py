@@ -3,7 +3,6 @@ trial resumes to the very result of an uninterrupted one, divergence is recorded
 of another config is refused."""
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys

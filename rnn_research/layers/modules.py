@@ -27,7 +27,8 @@ class StackedRNN(nnx.Module):
     dropout: dropout rate on the outputs of every layer but the last (as PyTorch), in [0, 1).
     time_major: inputs and outputs are [T, B, ...] instead of [B, T, ...].
     unroll: time steps per scan iteration.
-    backend: "scan" (the kernels add "pallas" and "auto").
+    backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU) or "auto" (the kernels
+      on GPU/TPU where they support the cell, else the scan).
   """
 
   def __init__(self, make_cell: Callable[[int, nnx.Rngs], cells.CellModule], in_features: int,

@@ -10,12 +10,23 @@ import numpy as np
 from rnn_research.cells.base import CellDef
 from rnn_research.layers.recurrence import recurrence
 
-BACKENDS = ("scan",)
+BACKENDS = ("scan", "pallas", "auto")
 
 
 def check_backend(backend: str) -> None:
   if backend not in BACKENDS:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def recurrence_for(backend: str, cell: CellDef):
+  """The recurrence of a backend: "pallas" runs the kernels (interpreted on a CPU), "auto"
+  runs them on GPU/TPU where they support the cell and the scan elsewhere."""
+  if backend == "scan":
+    return recurrence
+  from kernels import rnn  # Pallas is imported only when a kernel backend is asked for
+  if backend == "auto" and not rnn.supports(cell):
+    return recurrence
+  return rnn.recurrence
 
 
 def check_inputs(xs, in_features: int, time_major: bool) -> None:
@@ -83,7 +94,7 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     reverse: run from each sequence's last valid step back to its first; outputs stay aligned
       with the inputs.
     unroll: time steps per scan iteration.
-    backend: "scan" (the kernels add "pallas" and "auto").
+    backend: "scan", "pallas" or "auto" (see `recurrence_for`).
 
   Returns:
     (ys [B, T, out] (or [T, B, out]), final carry).
@@ -104,7 +115,7 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
   if reverse:
     xs = reverse_sequences(xs, lengths)
   xp = cell.input_projection(params, xs)
-  final, ys = recurrence(cell, params, xp, initial_carry, lengths, unroll)
+  final, ys = recurrence_for(backend, cell)(cell, params, xp, initial_carry, lengths, unroll)
   if reverse:
     ys = reverse_sequences(ys, lengths)
   return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final

@@ -3,7 +3,6 @@
 Inputs [B, T, D] (piano rolls) or token ids [B, T] (characters, embedded first); output logits
 [B, T, K]: 88 independent sigmoid units for piano rolls, a softmax over the vocabulary for text.
 """
-import jax.numpy as jnp
 from flax import nnx
 
 from rnn_research.layers import GRU, LSTM, SimpleRNN
