@@ -93,7 +93,8 @@ def make_task(config) -> Task:
     baseline = float(sources["test"].info.metadata["statistics"]["frequency_nll_test"])
   else:
     vocab = data.load_vocabulary(name, data_dir=options["data_dir"])
-    transform, loss, size, embed = data.char_next_step(vocab), metrics.character_nll, len(vocab), True
+    transform, loss, size = data.char_next_step(vocab), metrics.character_nll, len(vocab)
+    embed = True
     baseline = None
   eval_batches = {split: list(data.Loader(sources[split], config.eval_batch_size,
                                           transform=transform, shuffle=False, num_epochs=1,
@@ -164,7 +165,8 @@ def _log_line(bar, message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def train_and_evaluate(config, workdir, *, overwrite: bool = False, task: Task | None = None) -> dict:
+def train_and_evaluate(config, workdir, *, overwrite: bool = False,
+                       task: Task | None = None) -> dict:
   """Trains one trial to early stopping and returns its result:
   {"status": "completed" | "diverged", "valid_nll", "test_nll", "best_epoch", "epochs",
    "num_params", "baseline_nll", "diverged_step"}; NLLs in nats per frame (piano rolls) or per
@@ -209,7 +211,47 @@ def _shard_trials(tree):
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("trials")))
 
 
-def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None = None) -> list[dict]:
+def _init_pack(configs, task: Task):
+  """The pack's graphdefs (train and eval mode), eval-mode state, first optimiser and stacked
+  train state, each trial's parameters initialised from its own seed."""
+  models = [NextStepModel(c.model, task.in_features, task.out_features, embed=task.embed,
+                          rngs=nnx.Rngs(c.seed)) for c in configs]
+  models[0].eval()
+  eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
+  models[0].train()
+  graphdef = nnx.split(models[0], nnx.Param, ...)[0]
+  splits = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
+  txs = [make_optimizer(c) for c in configs]  # one structure; the values live in each state
+  state = _shard_trials({
+      "params": _stack([p for p, _ in splits]),
+      "opt_state": _stack([tx.init(p) for tx, (p, _) in zip(txs, splits)]),
+      "step": jnp.zeros((len(configs),), jnp.int32), "other": _stack([o for _, o in splits])})
+  return graphdef, (eval_graphdef, eval_other), txs[0], state
+
+
+def _fresh_meta(workdirs: list[str]) -> dict:
+  """Per-trial bookkeeping of a pack (JSON, saved with each checkpoint)."""
+  size = len(workdirs)
+  return {"epoch": 0, "workdirs": workdirs, "status": ["running"] * size, "epochs": [0] * size,
+          "best_valid": [math.inf] * size, "best_epoch": [0] * size,
+          "test_at_best": [math.nan] * size, "bad_epochs": [0] * size,
+          "diverged_step": [None] * size}
+
+
+def _result(meta: dict, k: int, num_params: int, task: Task, kind: str) -> dict:
+  result = {"num_params": num_params, "baseline_nll": task.baseline_nll,
+            "epochs": meta["epochs"][k]}
+  if meta["status"][k] == "diverged":
+    return {**result, "status": "diverged", "diverged_step": meta["diverged_step"][k]}
+  result.update(status="completed", valid_nll=meta["best_valid"][k],
+                test_nll=meta["test_at_best"][k], best_epoch=meta["best_epoch"][k])
+  if kind == "characters":
+    result["test_bits_per_character"] = metrics.bits_per_character(result["test_nll"])
+  return result
+
+
+def train_pack(configs, workdirs, *, overwrite: bool = False,
+               task: Task | None = None) -> list[dict]:
   """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
   parameters and optimiser states are stacked on a leading trial axis and `train_step` is
   vmapped over it; every trial sees the same batches (the data order of the first trial's
@@ -226,84 +268,71 @@ def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None 
   config, size = configs[0], len(configs)
   task = task or make_task(config)
   kind = DATASETS[config.data][1]
-  models = [NextStepModel(c.model, task.in_features, task.out_features, embed=task.embed,
-                          rngs=nnx.Rngs(c.seed)) for c in configs]
-  models[0].eval()
-  eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
-  models[0].train()
-  graphdef = nnx.split(models[0], nnx.Param, ...)[0]
-  splits = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
-  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(splits[0][0]))
-  txs = [make_optimizer(c) for c in configs]  # the same structure; values live in the state
-  state = _shard_trials({
-      "params": _stack([p for p, _ in splits]),
-      "opt_state": _stack([tx.init(p) for tx, (p, _) in zip(txs, splits)]),
-      "step": jnp.zeros((size,), jnp.int32), "other": _stack([o for _, o in splits])})
+  graphdef, eval_model, tx, state = _init_pack(configs, task)
+  num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(state["params"]))
   keys = jnp.stack([jax.random.key(c.seed) for c in configs])
   noise_std = jnp.array([c.input_noise for c in configs], jnp.float32)
-  step_fn = jax.jit(functools.partial(pack_step, functools.partial(
-      train_step, graphdef, txs[0], task.loss, kind)), donate_argnums=0)
-  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, eval_graphdef, eval_other, task.loss,
-                                               kind), in_axes=(0, None)))
+  step_fn = jax.jit(functools.partial(
+      pack_step, functools.partial(train_step, graphdef, tx, task.loss, kind)), donate_argnums=0)
+  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, *eval_model, task.loss, kind),
+                             in_axes=(0, None)))
   loader = data.Loader(task.train, config.batch_size, transform=task.transform, seed=config.seed,
                        pad_multiple=config.pad_multiple)
   checkpoints = [Checkpoints(f.path) for f in files]
-  names = [str(f.path) for f in files]
-  meta = {"epoch": 0, "workdirs": names, "status": ["running"] * size, "epochs": [0] * size,
-          "best_valid": [math.inf] * size, "best_epoch": [0] * size,
-          "test_at_best": [math.nan] * size, "bad_epochs": [0] * size,
-          "diverged_step": [None] * size}
+  meta = _fresh_meta([str(f.path) for f in files])
   if checkpoints[0].latest_epoch() is not None:
-    if checkpoints[0].meta()["workdirs"] == names:
+    if checkpoints[0].meta()["workdirs"] == meta["workdirs"]:
       restored, meta = checkpoints[0].restore("latest", jax.tree.map(jnp.zeros_like, state))
       state = _shard_trials(restored)
       loader.set_state(meta.pop("loader"))
-      print(f"{names[0]}: resumed after epoch {meta['epoch']}", file=sys.stderr, flush=True)
+      print(f"{files[0].path}: resumed after epoch {meta['epoch']}", file=sys.stderr, flush=True)
     else:  # the checkpoint of another pack this trial led: start afresh
       checkpoints[0].discard("latest")
 
-  bar = _progress(config.max_epochs, f"trials {files[0].path.name}" + (f" +{size - 1}" if size > 1 else ""))
+  bar = _progress(config.max_epochs, f"trials {files[0].path.name}"
+                  + (f" +{size - 1}" if size > 1 else ""))
   bar.update(meta["epoch"])
   start = time.time()
   try:
     while meta["epoch"] < config.max_epochs and "running" in meta["status"]:
       epoch = meta["epoch"] + 1
-      running_before = [s == "running" for s in meta["status"]]
+      trained = [s == "running" for s in meta["status"]]
       losses = []
       for _ in range(loader.batches_per_epoch):
-        running = jnp.array([s == "running" for s in meta["status"]])
-        state, step_metrics = step_fn(state, next(loader), keys, noise_std, running)
-        loss = np.asarray(step_metrics["loss"])
-        losses.append(loss)
-        for k in np.flatnonzero(np.asarray(running) & ~np.isfinite(loss)):
-          meta["status"][k], meta["diverged_step"][k], meta["epochs"][k] = "diverged", int(state["step"][k]) + 1, epoch
-      valid_sums, counts = _evaluate(eval_fn, state["params"], task.eval_batches["validation"])
-      valid = valid_sums / counts
-      improved = [k for k in range(size) if meta["status"][k] == "running" and valid[k] < meta["best_valid"][k]]
+        running = np.array([s == "running" for s in meta["status"]])
+        state, step_metrics = step_fn(state, next(loader), keys, noise_std, jnp.asarray(running))
+        losses.append(np.asarray(step_metrics["loss"]))
+        for k in np.flatnonzero(running & ~np.isfinite(losses[-1])):
+          meta["status"][k], meta["epochs"][k] = "diverged", epoch
+          meta["diverged_step"][k] = int(state["step"][k]) + 1  # its state stays before it
+      valid = np.divide(*_evaluate(eval_fn, state["params"], task.eval_batches["validation"]))
+      improved = [k for k in range(size)
+                  if meta["status"][k] == "running" and valid[k] < meta["best_valid"][k]]
       if improved:
-        test_sums, test_counts = _evaluate(eval_fn, state["params"], task.eval_batches["test"])
-      for k in range(size):
-        if meta["status"][k] != "running":
-          continue
+        test = np.divide(*_evaluate(eval_fn, state["params"], task.eval_batches["test"]))
+      for k in np.flatnonzero([s == "running" for s in meta["status"]]):
         meta["epochs"][k] = epoch
         if k in improved:
-          meta["best_valid"][k], meta["best_epoch"][k], meta["bad_epochs"][k] = float(valid[k]), epoch, 0
-          meta["test_at_best"][k] = float(test_sums[k] / test_counts[k])
-          checkpoints[k].save("best", epoch, _take(state["params"], k), {"epoch": epoch, "valid_nll": float(valid[k])})
+          meta["best_valid"][k], meta["best_epoch"][k], meta["bad_epochs"][k] = valid[k], epoch, 0
+          meta["test_at_best"][k] = test[k]
+          checkpoints[k].save("best", epoch, _take(state["params"], k),
+                              {"epoch": epoch, "valid_nll": valid[k]})
         else:
           meta["bad_epochs"][k] += 1
           if meta["bad_epochs"][k] >= config.patience:
             meta["status"][k] = "completed"
-      for k, f in enumerate(files):
-        if running_before[k] and meta["status"][k] != "diverged":
-          record = {"epoch": epoch, "step": int(state["step"][k]),
-                    "train_loss": float(np.mean([l[k] for l in losses])), "valid_nll": float(valid[k]),
-                    "grad_norm": float(step_metrics["grad_norm"][k]),
-                    "param_norm": float(step_metrics["param_norm"][k]), "wall_time": time.time() - start}
-          f.append_metrics(record, keep_through_epoch=meta["epoch"])
-          _log_line(bar, f"{f.path} epoch {epoch}: train {record['train_loss']:.4f} valid "
-                         f"{record['valid_nll']:.4f} (best {meta['best_valid'][k]:.4f} at epoch "
-                         f"{meta['best_epoch'][k]})")
+      for k in np.flatnonzero(trained):
+        if meta["status"][k] == "diverged":
+          continue
+        record = {"epoch": epoch, "step": int(state["step"][k]),
+                  "train_loss": float(np.mean([loss[k] for loss in losses])),
+                  "valid_nll": float(valid[k]), "grad_norm": float(step_metrics["grad_norm"][k]),
+                  "param_norm": float(step_metrics["param_norm"][k]),
+                  "wall_time": time.time() - start}
+        files[k].append_metrics(record, keep_through_epoch=meta["epoch"])
+        _log_line(bar, f"{files[k].path} epoch {epoch}: train {record['train_loss']:.4f} valid "
+                       f"{valid[k]:.4f} (best {meta['best_valid'][k]:.4f} at epoch "
+                       f"{meta['best_epoch'][k]})")
       meta["epoch"] = epoch
       checkpoints[0].save("latest", epoch, state, {**meta, "loader": loader.get_state()})
       bar.update(1)
@@ -312,14 +341,5 @@ def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None 
     for c in checkpoints:
       c.close()
   for k, f in enumerate(files):
-    result = {"num_params": num_params, "baseline_nll": task.baseline_nll,
-              "epochs": meta["epochs"][k]}
-    if meta["status"][k] == "diverged":
-      result.update(status="diverged", diverged_step=meta["diverged_step"][k])
-    else:
-      result.update(status="completed", valid_nll=meta["best_valid"][k],
-                    test_nll=meta["test_at_best"][k], best_epoch=meta["best_epoch"][k])
-      if kind == "characters":
-        result["test_bits_per_character"] = metrics.bits_per_character(result["test_nll"])
-    f.finish(result)
+    f.finish(_result(meta, k, num_params, task, kind))
   return [f.result() for f in all_files]
