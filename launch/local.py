@@ -10,10 +10,8 @@ study.db and trials/. Running the same command again after a kill resumes: inter
 restart from their checkpoints and finished ones are kept. A different config in an existing
 sweep directory is refused (naming the differing keys) unless --overwrite.
 """
-import json
 import multiprocessing
 import pathlib
-import shutil
 import sys
 import time
 
@@ -22,6 +20,7 @@ from ml_collections import config_flags
 
 from launch import study as studies
 from launch.worker import load_study_module, run_worker
+from rnn_research.workdir import bind_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The study: experiments/<study>.py[:arg].")
 flags.DEFINE_alias("study", "config")
@@ -47,23 +46,6 @@ def check_config(config, module) -> None:
     raise ValueError(f"trials_per_variant must be >= 1, got {config.trials_per_variant}")
 
 
-def prepare_sweep_dir(sweep_dir: pathlib.Path, record: dict, overwrite: bool) -> None:
-  """Writes sweep.json, refusing (or with overwrite, clearing) a dir made by another config."""
-  from rnn_research.workdir import differing_keys  # pylint: disable=g-import-not-at-top
-  path = sweep_dir / "sweep.json"
-  record = json.loads(json.dumps(record))  # as stored: tuples become lists
-  if path.exists():
-    stored = json.loads(path.read_text())
-    if stored != record:
-      if not overwrite:
-        raise ValueError(f"{sweep_dir} holds a sweep of a different config (keys "
-                         f"{differing_keys(stored, record)} differ); pass --overwrite to "
-                         "delete it, or choose another --sweep_dir")
-      shutil.rmtree(sweep_dir)
-  sweep_dir.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record, indent=1, sort_keys=True))
-
-
 def prepare_data(config) -> None:
   """Builds the sweep's dataset once, before the workers start (they would race to build it)."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
@@ -72,9 +54,9 @@ def prepare_data(config) -> None:
                path=config.trial.data_path or None)
 
 
-def count_done(storage, config) -> int:
-  return sum(studies.is_done(t) for v in config.variants
-             for t in studies.open_study(storage, config.name, v).get_trials(deepcopy=False))
+def count_done(variant_studies) -> int:
+  return sum(studies.is_done(t) for study in variant_studies
+             for t in study.get_trials(deepcopy=False))
 
 
 def main(argv):
@@ -85,11 +67,13 @@ def main(argv):
   module = load_study_module(study_file)
   check_config(config, module)
   sweep_dir = pathlib.Path(_SWEEP_DIR.value or default_sweep_dir(config_argument))
-  prepare_sweep_dir(sweep_dir, {"study": study_file, "config": config.to_dict()}, _OVERWRITE.value)
+  bind_config(sweep_dir, "sweep.json", {"study": study_file, "config": config.to_dict()},
+              _OVERWRITE.value, kind="a sweep",
+              remedy="pass --overwrite to delete it, or choose another --sweep_dir")
   url = studies.storage_url(sweep_dir, _STORAGE.value)
   storage = studies.open_storage(url)
-  requeued = sum(studies.requeue_interrupted(studies.open_study(storage, config.name, v))
-                 for v in config.variants)
+  variant_studies = [studies.open_study(storage, config.name, v) for v in config.variants]
+  requeued = sum(studies.requeue_interrupted(study) for study in variant_studies)
   if requeued:
     logging.info("resuming %d interrupted trials from their checkpoints", requeued)
   prepare_data(config)
@@ -104,10 +88,10 @@ def main(argv):
   with tqdm(total=total, desc=f"sweep {sweep_dir}", disable=not sys.stderr.isatty()) as bar:
     while any(w.is_alive() for w in workers):
       time.sleep(2)
-      done = count_done(storage, config)
+      done = count_done(variant_studies)
       bar.update(done - bar.n)
   failed = [i for i, w in enumerate(workers) if w.exitcode != 0]
-  done = count_done(storage, config)
+  done = count_done(variant_studies)
   print(f"{done}/{total} trials done in {sweep_dir}")
   if failed:
     raise SystemExit(f"workers {failed} failed; run the same command again to resume")

@@ -31,10 +31,11 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
   sweep_dir = pathlib.Path(sweep_dir)
   variants = list(config.variants)
   variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
+  space = module.search_space()
   trained = 0
   for variant in variants:
     study = studies.open_study(storage, config.name, variant)
-    while trials := studies.claim_trials(study, config.trials_per_variant, module.search_space(),
+    while trials := studies.claim_trials(study, config.trials_per_variant, space,
                                          sweep_dir / LOCK_FILE, config.pack_size,
                                          module.PACK_SHARED_PARAMS):
       workdirs, trial_configs = [], []

@@ -70,8 +70,7 @@ class Task:
   eval_batches: dict            # {"validation": [batch], "test": [batch]}, padded, in order
   transform: Callable
   loss: Callable                # (logits, targets, mask) -> (sum, count)
-  in_features: int
-  out_features: int
+  units: int                    # input and output width: 88 keys, or the vocabulary size
   embed: bool
   baseline_nll: float | None    # per-key frequency model on test (piano rolls)
 
@@ -100,7 +99,7 @@ def make_task(config) -> Task:
                                           transform=transform, shuffle=False, num_epochs=1,
                                           pad_multiple=config.pad_multiple))
                   for split in ("validation", "test")}
-  return Task(sources["train"], eval_batches, transform, loss, size, size, embed, baseline)
+  return Task(sources["train"], eval_batches, transform, loss, size, embed, baseline)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -214,7 +213,7 @@ def _shard_trials(tree):
 def _init_pack(configs, task: Task):
   """The pack's graphdefs (train and eval mode), eval-mode state, first optimiser and stacked
   train state, each trial's parameters initialised from its own seed."""
-  models = [NextStepModel(c.model, task.in_features, task.out_features, embed=task.embed,
+  models = [NextStepModel(c.model, task.units, task.units, embed=task.embed,
                           rngs=nnx.Rngs(c.seed)) for c in configs]
   models[0].eval()
   eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)

@@ -5,25 +5,34 @@ import pathlib
 import shutil
 
 
+def bind_config(directory, filename: str, record: dict, overwrite: bool, *, kind: str,
+                remedy: str) -> None:
+  """Writes `record` (JSON) to directory/filename, the config a directory belongs to. A
+  directory that holds another config's `kind` is refused, naming the differing keys, or with
+  `overwrite` deleted first."""
+  directory = pathlib.Path(directory)
+  path = directory / filename
+  record = json.loads(json.dumps(record))  # as stored: tuples become lists
+  if path.exists():
+    stored = json.loads(path.read_text())
+    if stored != record:
+      if not overwrite:
+        raise ValueError(f"{directory} holds {kind} of a different config (keys "
+                         f"{differing_keys(stored, record)} differ); {remedy}")
+      shutil.rmtree(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
 class Workdir:
   """The files of one trial."""
 
   def __init__(self, path, config, overwrite: bool):
     self.path = pathlib.Path(path)
-    self.config_file = self.path / "config.json"
     self.metrics_file = self.path / "metrics.jsonl"
     self.result_file = self.path / "result.json"
-    wanted = json.loads(config.to_json())
-    if self.config_file.exists():
-      stored = json.loads(self.config_file.read_text())
-      if stored != wanted:
-        if not overwrite:
-          raise ValueError(f"workdir {self.path} was written by a different config (keys "
-                           f"{differing_keys(stored, wanted)} differ); use overwrite=True "
-                           "(--overwrite) to start it afresh")
-        shutil.rmtree(self.path)
-    self.path.mkdir(parents=True, exist_ok=True)
-    self.config_file.write_text(json.dumps(wanted, indent=1, sort_keys=True))
+    bind_config(self.path, "config.json", config.to_dict(), overwrite, kind="a trial",
+                remedy="use overwrite=True (--overwrite) to start it afresh")
 
   def result(self) -> dict | None:
     return json.loads(self.result_file.read_text()) if self.result_file.exists() else None

@@ -50,8 +50,7 @@ def _masked_pointwise(cell, pointwise_params, carry, xp_t, rprojs_t, valid_t):
 def _scan_forward(cell, unroll, weights, pointwise_params, xp, carry0, lengths, save_residuals):
   def step(carry, inputs):
     xp_t, valid_t = inputs
-    rprojs = tuple(r @ weights[w] for r, w in zip(cell.recurrent_inputs(carry),
-                                                   cell.recurrent_weights))
+    rprojs = cell.recurrent_projections(weights, carry)
     new_carry, y = _masked_pointwise(cell, pointwise_params, carry, xp_t, rprojs, valid_t)
     return new_carry, ((y, carry, rprojs) if save_residuals else y)
 
