@@ -17,6 +17,11 @@ STUDY = [
     "tqdm",  # progress bars
 ]
 
+CLUSTER = [
+    "submitit>=1.5",  # SLURM job arrays (launch/slurm.py)
+    "psycopg[binary]>=3.1",  # a PostgreSQL study database (SQLAlchemy 2 reaches it through psycopg 3)
+]
+
 setup(
     name="rnn_research",
     version="0.1.0",
@@ -37,7 +42,9 @@ setup(
         "data": DATA,
         # Sweeps, training loop extras and reports (launch/, rnn_research/analysis).
         "study": STUDY,
-        "test": ["pytest", *DATA, *STUDY],
+        # SLURM sweeps against a shared database (launch/slurm.py).
+        "cluster": CLUSTER,
+        "test": ["pytest", "pytest-xdist", *DATA, *STUDY, *CLUSTER],
         "gpu": ["jax[cuda13]>=0.11.2"],
         "tpu": ["jax[tpu]>=0.11.2"],
     },

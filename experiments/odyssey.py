@@ -62,7 +62,7 @@ def trial_config(config, variant: str, params: dict, seed: int) -> ml_collection
   """The train config of one trial of `variant` with sampled `params` and its own `seed`."""
   trial = ml_collections.ConfigDict(config.trial.to_dict())
   trial.seed = seed
-  trial.model.cell, trial.model.variant = "lstm", variant
+  trial.model.backbone, trial.model.variant = "lstm", variant
   trial.model.hidden_size = int(params["hidden_size"])
   trial.learning_rate = float(params["learning_rate"])
   trial.momentum = 1.0 - float(params["one_minus_momentum"])

@@ -1,23 +1,35 @@
 """The kernels' entry point: the same call as `rnn_research.layers.recurrence`.
 
-    recurrence(cell, params, xp, carry0, lengths) -> (final carry, ys [T, B, out])
+    recurrence(cell, params, xp, carry0, lengths, unroll, *, resets, h_mask, zoneout, grad_clip,
+               remat) -> (final carry, ys [T, B, out])
 
-It packs the library's params into the kernels' layout (padded to the platform's tiles),
-runs the whole-sequence kernel, or the step kernel in a scan where the recurrent weights do
-not fit on chip (logged once), and unpacks. Gradients reach the library params through the
-packing, which is plain jnp.
+It packs the library's params and the options into the kernels' layout (padded to the
+platform's tiles; with head-wise recurrence each head padded on its own), runs the
+whole-sequence kernel, or the step kernel in a scan where the recurrent weights one program
+holds (a head's blocks, with heads) do not fit on chip (logged once), and unpacks. Gradients
+reach the library params through the packing, which is plain jnp.
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from kernels import platforms, programs, sequence, step
+from kernels import autodiff, platforms, programs, sequence, step
+from rnn_research.cells import LSTMDef
 from rnn_research.cells.base import CellDef
 
 IMPLS = ("sequence", "step")
+OPTIONS = ("resets", "h_mask", "zoneout", "grad_clip", "remat")
 
 
-def supports(cell: CellDef, platform: str | None = None) -> bool:
-  """Whether backend="auto" should run `cell` on the kernels here."""
+def supports(cell: CellDef, platform: str | None = None, **options) -> bool:
+  """Whether backend="auto" should run `cell` on the kernels here: an LSTMDef, GRUDef or
+  ElmanDef (any preset, layer norm, cell clipping, head-wise recurrence) on gpu or tpu, on gpu
+  if the matrices inside its gate math (LSTMP's P, the Cho GRU's R_n) fit one program.
+  `options`: the recurrence's keyword options that are set (resets, h_mask, zoneout,
+  grad_clip, remat); the kernels run every one of them, so they never decide."""
+  unknown = sorted(set(options) - set(OPTIONS))
+  if unknown:
+    raise ValueError(f"options must be among {OPTIONS}, got {unknown}")
   try:
     programs.program_for(cell)
   except ValueError:
@@ -46,21 +58,27 @@ def _check_inner_matrices(target: platforms.Target, cell: CellDef) -> None:
         f"kernel program may hold; use backend='scan' (or 'auto')")
 
 
-def _weight_bytes(packed: programs.Packed) -> int:
-  return sum(a.size * a.dtype.itemsize for a in (*packed.weights, *packed.small))
+def _weight_bytes(program: programs.Program, packed: programs.Packed) -> int:
+  """Bytes of the weights one program of the whole-sequence kernel holds (a head's blocks)."""
+  return sum(a.size * a.dtype.itemsize for a in (*packed.weights, *packed.small)) // program.heads
 
 
-def _step_bytes(packed: programs.Packed, block_b: int) -> int:
-  """Bytes one time step of one batch block streams through the backward sequence kernel:
-  xp in and d xp out, the previous states and their cotangents in (f32)."""
+def _step_bytes(program: programs.Program, packed: programs.Packed, block_b: int, keeps,
+                resets) -> int:
+  """Bytes one time step of one batch block streams through one program of the backward
+  sequence kernel: xp in and d xp out, the entering states and their cotangents in (f32),
+  the zoneout weights and the reset flags (a [bb, 1] block pads to 128 lanes on TPU)."""
   _, g, _, n = packed.xp.shape
-  return block_b * (2 * g * n * packed.xp.dtype.itemsize
-                    + 2 * sum(s.shape[-1] for s in packed.states0) * 4)
+  widths = [s.shape[-1] for s in packed.states0]
+  keep_width = sum(w for k, w in zip(keeps or (), widths) if k is not None)
+  per_row = 2 * g * n * packed.xp.dtype.itemsize + (2 * sum(widths) + keep_width) * 4
+  return block_b * (per_row // program.heads + (512 if resets is not None else 0))
 
 
-def choose_impl(target: platforms.Target, cell: CellDef, packed: programs.Packed) -> str:
+def choose_impl(target: platforms.Target, cell: CellDef, program: programs.Program,
+                packed: programs.Packed) -> str:
   """The whole-sequence kernel where the weights fit on chip, else the step kernel."""
-  size = _weight_bytes(packed)
+  size = _weight_bytes(program, packed)
   if target.fits(size):
     return "sequence"
   platforms.log_once(
@@ -71,8 +89,82 @@ def choose_impl(target: platforms.Target, cell: CellDef, packed: programs.Packed
   return "step"
 
 
+def _padded_sizes(target: platforms.Target, program: programs.Program) -> tuple[int, int]:
+  """(padded hidden, padded output): with head programs every head pads to the lane tile."""
+  cell = program.cell
+  if program.heads > 1:
+    padded = program.heads * target.hidden_size(cell.hidden_size // program.heads)
+    return padded, padded
+  return target.hidden_size(cell.hidden_size), target.hidden_size(cell.output_size)
+
+
+def _check_options(cell, num_steps, batch, resets, h_mask, zoneout, grad_clip):
+  """-> (resets, h_mask, keeps per zoneout state (c, h or h)) as arrays; ValueError for bad
+  shapes and values."""
+  resets, h_mask = (None if a is None else jnp.asarray(a) for a in (resets, h_mask))
+  if resets is not None and (tuple(resets.shape) != (num_steps, batch) or not (
+      resets.dtype == jnp.bool_ or jnp.issubdtype(resets.dtype, jnp.integer))):
+    raise ValueError(f"resets must be bool of shape [time, batch]=({num_steps}, {batch}), got "
+                     f"{resets.dtype} of shape {tuple(resets.shape)}")
+  if h_mask is not None and tuple(h_mask.shape) != (batch, cell.output_size):
+    raise ValueError(f"h_mask must have shape [batch, output_size]=({batch}, "
+                     f"{cell.output_size}), got {tuple(h_mask.shape)}")
+  if grad_clip is not None and not grad_clip > 0:
+    raise ValueError(f"grad_clip must be None or > 0, got {grad_clip!r}")
+  if zoneout is None:
+    return resets, h_mask, None
+  pair = isinstance(cell, LSTMDef)
+  if pair != isinstance(zoneout, (tuple, list)) or (pair and len(zoneout) != 2):
+    form = "a pair (keep_c, keep_h)" if pair else "one array keep_h"
+    raise ValueError(f"zoneout must be None or {form} for {type(cell).__name__}, got "
+                     f"{type(zoneout).__name__}")
+  widths = (cell.hidden_size, cell.output_size) if pair else (cell.hidden_size,)
+  keeps = tuple(None if k is None else jnp.asarray(k) for k in (zoneout if pair else (zoneout,)))
+  for keep, w in zip(keeps, widths):
+    full = (num_steps, batch, w)
+    if keep is not None and (keep.ndim > 3 or _broadcast(keep.shape, full) != full):
+      raise ValueError(f"zoneout weights must broadcast to [time, batch, width]={full}, got "
+                       f"shape {tuple(keep.shape)}")
+  return resets, h_mask, keeps
+
+
+def _broadcast(*shapes):
+  try:
+    return np.broadcast_shapes(*shapes)
+  except ValueError:
+    return None
+
+
+def _extras(program, layout, resets, h_mask, keeps, lengths_k, shape, padded_shape):
+  """The options in the kernels' layout: time and batch `shape` padded to `padded_shape`."""
+  if resets is not None:
+    resets = programs.pad_to(resets.astype(jnp.int32), padded_shape)[..., None]
+  if h_mask is not None:
+    h_mask = programs.pad_to(layout.lanes(h_mask.astype(jnp.float32), h_mask.shape[-1]),
+                             (padded_shape[1], layout.padded_ny))
+  if keeps is not None:
+    num_states = len(program.state_widths(1, 1))
+    keeps = tuple(_keep_layout(program, layout, keeps[k], k, shape, padded_shape)
+                  if k < len(keeps) and keeps[k] is not None else None
+                  for k in range(num_states))
+  return autodiff.Extras(lengths_k, resets, h_mask, keeps)
+
+
+def _keep_layout(program, layout, keep, k, shape, padded_shape):
+  """Zoneout weights of state k: one row [1, w] when they do not vary over time and batch,
+  else [T, B, w] (the padding keeps 0: the new state)."""
+  keep = jnp.asarray(keep, jnp.float32)
+  keep = keep.reshape((1,) * (3 - keep.ndim) + keep.shape)
+  width = program.state_widths(layout.n, layout.ny)[k]
+  if keep.shape[:2] == (1, 1):
+    return program.lanes_of_state(layout, jnp.broadcast_to(keep[0], (1, width)), k)
+  keep = program.lanes_of_state(layout, jnp.broadcast_to(keep, (*shape, width)), k)
+  return programs.pad_to(keep, (*padded_shape, keep.shape[-1]))
+
+
 def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1, *,
-               platform: str | None = None, interpret=None, impl: str | None = None,
+               resets=None, h_mask=None, zoneout=None, grad_clip: float | None = None,
+               remat=None, platform: str | None = None, interpret=None, impl: str | None = None,
                block_b: int | None = None, block_t: int | None = None,
                block_n: int | None = None):
   """Runs the recurrence on the Pallas kernels.
@@ -81,16 +173,28 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
     cell, params, xp, carry0, lengths: as `rnn_research.layers.recurrence`: xp [T, B, width]
       the input projection, carry0 the carry at t = 0, lengths optional int [B].
     unroll: accepted for the same signature; the kernels loop inside.
+    resets: bool [T, B]: the carry entering step t of row b is carry0[b] where set.
+    h_mask: [B, output_size]: recurrent dropout; multiplies h where it enters the recurrent
+      matmuls (the carry and the outputs are not masked).
+    zoneout: LSTM family (keep_c, keep_h), other cells keep_h; each None or an array that
+      broadcasts to [T, B, width]: new = keep·entering + (1 − keep)·new. Arrays constant over
+      time and batch (evaluation's rates) are passed once, not per step.
+    grad_clip: clips the carry cotangent each step passes back to the previous step to
+      ±grad_clip (the forward is unchanged).
+    remat: accepted and ignored: the kernels' backward already keeps only the state sequence
+      and recomputes the gates, and the recurrent weights' gradients are one matmul after it.
     platform: "gpu", "tpu" or "cpu" (default: JAX's default backend).
     interpret: True / `pltpu.InterpretParams` to interpret (default: only on the cpu).
     impl: "sequence" or "step" (default: "sequence" where the weights fit on chip).
     block_b, block_t, block_n: batch, time (sequence kernel) and hidden (step kernel)
       blocks; default: the platform's.
 
+  No gradient flows to resets, h_mask or the zoneout weights (they are masks).
+
   Returns:
     (final carry, ys [T, B, out]) with the dtype of carry0.
   """
-  del unroll
+  del unroll, remat
   program = programs.program_for(cell)
   target = platforms.resolve(platform, interpret)
   _check_inner_matrices(target, cell)
@@ -99,15 +203,19 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
   if xp.ndim != 3:
     raise ValueError(f"xp must be [time, batch, width], got shape {tuple(xp.shape)}")
   num_steps, batch, _ = xp.shape
+  resets, h_mask, keeps = _check_options(cell, num_steps, batch, resets, h_mask, zoneout,
+                                         grad_clip)
   dtype = jax.tree.leaves(carry0)[0].dtype
   padded_b, block_b = target.batch_blocks(batch, xp.dtype, block_b)
-  packed = program.pack(params, xp, carry0, padded_b, target.hidden_size(cell.hidden_size),
-                        target.hidden_size(cell.output_size))
-  impl = impl or choose_impl(target, cell, packed)
+  padded_n, padded_ny = _padded_sizes(target, program)
+  packed = program.pack(params, xp, carry0, padded_b, padded_n, padded_ny)
+  layout = program.layout(padded_n, padded_ny)
+  impl = impl or choose_impl(target, cell, program, packed)
 
   if impl == "sequence":
-    block_t = target.time_block(num_steps, block_t, _step_bytes(packed, block_b),
-                                _weight_bytes(packed))
+    block_t = target.time_block(num_steps, block_t,
+                                _step_bytes(program, packed, block_b, keeps, resets),
+                                _weight_bytes(program, packed))
   else:
     block_t = num_steps
   padded_t = -(-num_steps // block_t) * block_t
@@ -117,15 +225,22 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
     full = jnp.full((batch,), num_steps, jnp.int32)
     lengths_k = programs.pad_to(full if lengths is None else lengths.astype(jnp.int32),
                                 (padded_b,))[:, None]  # padded rows: length 0
+  if resets is not None and lengths is not None:  # past its length a row's carry stays
+    resets = resets.astype(bool) & (jnp.arange(num_steps)[:, None] < lengths[None, :])
+  extras = _extras(program, layout, resets, h_mask, keeps, lengths_k, (num_steps, batch),
+                   (padded_t, padded_b))
 
   if impl == "sequence":
-    cfg = sequence.SequenceConfig(program, target, block_b, block_t, lengths_k is not None)
+    cfg = sequence.SequenceConfig(program, target, block_b, block_t, lengths_k is not None,
+                                  grad_clip)
     seqs, finals = sequence.fused_sequence(cfg, xp_k, packed.states0, packed.weights,
-                                           packed.small, lengths_k)
+                                           packed.small, *extras)
   else:
     cfg = step.StepConfig(program, target, block_b,
-                          step.hidden_block(program, target, packed, block_n))
+                          step.hidden_block(program, target, packed, block_n), grad_clip)
     seqs, finals = step.stepped_sequence(cfg, xp_k, packed.states0, packed.weights,
-                                         packed.small, lengths_k)
+                                         packed.small, *extras)
   seqs = tuple(s[:num_steps] for s in seqs)
-  return program.unpack(seqs, finals, lengths, batch, dtype)
+  if padded_t != num_steps:  # the same states; their cotangent then skips the padded steps
+    finals = tuple(s[-1] for s in seqs)  # and grad_clip sees the same steps as the scan
+  return program.unpack(seqs, finals, lengths, batch, dtype, layout)

@@ -11,7 +11,6 @@ restart from their checkpoints and finished ones are kept. A different config in
 sweep directory is refused (naming the differing keys) unless --overwrite.
 """
 import multiprocessing
-import pathlib
 import sys
 import time
 
@@ -19,8 +18,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch import study as studies
-from launch.worker import load_study_module, run_worker
-from rnn_research.workdir import bind_config
+from launch.sweep import count_done, prepare
+from launch.worker import run_worker
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The study: experiments/<study>.py[:arg].")
 flags.DEFINE_alias("study", "config")
@@ -30,56 +29,18 @@ _STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: S
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
 
 
-def default_sweep_dir(config_argument: str) -> str:
-  path, _, arg = config_argument.partition(":")
-  return f"sweeps/{pathlib.Path(path).stem}" + (f"-{arg}" if arg else "")
-
-
-def check_config(config, module) -> None:
-  """Refuses an unknown variant or an empty search space before any trial starts."""
-  from rnn_research.cells import lstm_spec  # pylint: disable=g-import-not-at-top
-  for variant in config.variants:
-    lstm_spec(variant)
-  if not module.search_space():
-    raise ValueError("the study's search_space() is empty: nothing to sample")
-  if config.trials_per_variant < 1:
-    raise ValueError(f"trials_per_variant must be >= 1, got {config.trials_per_variant}")
-
-
-def prepare_data(config) -> None:
-  """Builds the sweep's dataset once, before the workers start (they would race to build it)."""
-  from rnn_research import data  # pylint: disable=g-import-not-at-top
-  from rnn_research.train import DATASETS  # pylint: disable=g-import-not-at-top
-  data.builder(DATASETS[config.trial.data][0], data_dir=config.trial.data_dir or None,
-               path=config.trial.data_path or None)
-
-
-def count_done(variant_studies) -> int:
-  return sum(studies.is_done(t) for study in variant_studies
-             for t in study.get_trials(deepcopy=False))
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
-  config_argument = config_flags.get_config_filename(flags.FLAGS["config"])
-  study_file = str(pathlib.Path(config_argument.partition(":")[0]).absolute())
-  module = load_study_module(study_file)
-  check_config(config, module)
-  sweep_dir = pathlib.Path(_SWEEP_DIR.value or default_sweep_dir(config_argument))
-  bind_config(sweep_dir, "sweep.json", {"study": study_file, "config": config.to_dict()},
-              _OVERWRITE.value, kind="a sweep",
-              remedy="pass --overwrite to delete it, or choose another --sweep_dir")
-  url = studies.storage_url(sweep_dir, _STORAGE.value)
-  storage = studies.open_storage(url)
-  variant_studies = [studies.open_study(storage, config.name, v) for v in config.variants]
+  sweep = prepare(config, config_flags.get_config_filename(flags.FLAGS["config"]),
+                  _SWEEP_DIR.value, _STORAGE.value, _OVERWRITE.value)
+  sweep_dir, variant_studies = sweep.dir, sweep.studies
   requeued = sum(studies.requeue_interrupted(study) for study in variant_studies)
   if requeued:
     logging.info("resuming %d interrupted trials from their checkpoints", requeued)
-  prepare_data(config)
   total = len(config.variants) * config.trials_per_variant
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
-  workers = [context.Process(target=run_worker, args=(str(sweep_dir), url, study_file,
+  workers = [context.Process(target=run_worker, args=(str(sweep_dir), sweep.url, sweep.study_file,
                                                       config.to_dict(), i))
              for i in range(_WORKERS.value)]
   for worker in workers:

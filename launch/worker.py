@@ -1,15 +1,19 @@
 """One sweep worker: pulls trials from the sweep's studies until each variant has its quota,
 training each in its own workdir (`trials/<variant>/<number>`) under the sweep directory, and
-`config.pack_size` trials of one variant and hidden size at a time as one compiled program."""
+`config.pack_size` trials of one variant and hidden size at a time as one compiled program.
+
+The processes of one JAX program (`rnn_research.parallel.initialize`: hosts of a TPU slice, or
+the tasks of a multi-node SLURM job) are one worker: process 0 claims and records the trials,
+every process trains them (data parallel over all their devices)."""
+import contextlib
 import importlib.util
 import pathlib
+import time
 
 import ml_collections
 from absl import logging
 
 from launch import study as studies
-
-LOCK_FILE = ".claim.lock"
 
 
 def load_study_module(path: str):
@@ -21,38 +25,99 @@ def load_study_module(path: str):
 
 
 def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
-               index: int = 0) -> int:
-  """Runs trials until none are left; returns how many this worker trained."""
-  from rnn_research.train import DATASETS, train_pack  # pylint: disable=g-import-not-at-top
+               index: int = 0, heartbeat: int | None = None) -> int:
+  """Runs trials until none are left; returns how many this worker trained. With a `heartbeat`
+  (seconds: workers on several machines), the trials in training send heartbeats, and a
+  worker with no trial left to claim waits while other workers' trials run, to retry those
+  whose heartbeat stops. Refuses, before claiming any, a batch size the devices cannot split."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from rnn_research import parallel
+  from rnn_research.tasks.next_step import DATASETS
+  from rnn_research.train import train_pack
+  # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   module = load_study_module(study_file)
   config = ml_collections.ConfigDict(config)
-  storage = studies.open_storage(storage_url)
+  parallel.check_batch(config.trial.batch_size, jax.device_count(), config.pack_size,
+                       jax.process_count())
   sweep_dir = pathlib.Path(sweep_dir)
-  variants = list(config.variants)
-  variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
-  space = module.search_space()
+  claimer = None
+  if jax.process_index() == 0:
+    storage = studies.open_storage(storage_url, heartbeat)
+    variants = list(config.variants)
+    variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
+    claimer = _Claimer(storage_url, storage, sweep_dir, config, module, variants)
   trained = 0
-  for variant in variants:
-    study = studies.open_study(storage, config.name, variant)
-    while trials := studies.claim_trials(study, config.trials_per_variant, space,
-                                         sweep_dir / LOCK_FILE, config.pack_size,
-                                         module.PACK_SHARED_PARAMS):
-      workdirs, trial_configs = [], []
-      for trial in trials:
-        # A retried trial keeps its workdir and seed, and so resumes from its checkpoint.
-        workdir = trial.user_attrs.get("workdir",
-                                       f"{studies.TRIALS_DIR}/{variant}/{trial.number:04d}")
-        seed = trial.user_attrs.get("seed", trial.number)
-        trial.set_user_attr("workdir", workdir)
-        trial.set_user_attr("seed", seed)
-        workdirs.append(sweep_dir / workdir)
-        trial_configs.append(module.trial_config(config, variant, trial.params, seed=seed))
-        print(f"worker {index}: {variant} trial {trial.number} {trial.params}", flush=True)
-      results = train_pack(trial_configs, workdirs)
-      for trial, workdir, trial_config, result in zip(trials, workdirs, trial_configs, results):
-        studies.record(trial, study, result, {
+  while True:
+    claim = claimer.next() if claimer else None
+    pack = parallel.broadcast_json(claim and claim.spec)
+    if pack is None:
+      return trained
+    variant = pack["variant"]
+    workdirs = [sweep_dir / t["workdir"] for t in pack["trials"]]
+    configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
+               for t in pack["trials"]]
+    for t in pack["trials"]:
+      print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
+    with claim.heartbeats() if claim else contextlib.nullcontext():
+      results = train_pack(configs, workdirs)
+    if claimer:
+      for trial, workdir, trial_config, result in zip(claim.trials, workdirs, configs, results):
+        studies.record(trial, claim.study, result, {
             "variant": variant, "workdir": str(workdir.relative_to(sweep_dir)),
-            "data": DATASETS[trial_config.data][0]})
-      trained += len(trials)
-  return trained
+            "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]})
+    trained += len(workdirs)
+
+
+class _Claim:
+  """Trials claimed from one variant's study; `spec` is what every process needs (JSON)."""
+
+  def __init__(self, storage, variant: str, study, trials):
+    self.storage, self.variant, self.study, self.trials = storage, variant, study, trials
+    specs = []
+    for trial in trials:
+      # A retried trial keeps its workdir and seed, and so resumes from its checkpoint.
+      workdir = trial.user_attrs.get("workdir",
+                                     f"{studies.TRIALS_DIR}/{variant}/{trial.number:04d}")
+      seed = trial.user_attrs.get("seed", trial.number)
+      trial.set_user_attr("workdir", workdir)
+      trial.set_user_attr("seed", seed)
+      specs.append({"number": trial.number, "params": trial.params, "workdir": workdir,
+                    "seed": seed})
+    self.spec = {"variant": variant, "trials": specs}
+
+  def heartbeats(self):
+    return studies.heartbeats(self.storage, self.trials)
+
+
+class _Claimer:
+  """Claims the next pack of trials of the sweep's variants (the first variant first)."""
+
+  def __init__(self, storage_url: str, storage, sweep_dir, config, module, variants):
+    self.storage, self._url, self._sweep_dir = storage, storage_url, sweep_dir
+    self._config, self._module = config, module
+    self._studies = {v: studies.open_study(storage, config.name, v) for v in variants}
+    self._space = module.search_space()
+    if storage.get_heartbeat_interval():
+      for study in self._studies.values():
+        studies.adopt_running(storage, study)
+
+  def next(self) -> _Claim | None:
+    """The next claim; None when every variant has its trials done or taken by live workers."""
+    waiting_for = list(self._studies)
+    while waiting_for:
+      for variant in waiting_for:
+        study = self._studies[variant]
+        trials = studies.claim_trials(
+            study, self._config.trials_per_variant, self._space,
+            studies.claim_lock(self._url, self._sweep_dir, study.study_name),
+            self._config.pack_size, self._module.PACK_SHARED_PARAMS)
+        if trials:
+          return _Claim(self.storage, variant, study, trials)
+      interval = self.storage.get_heartbeat_interval()
+      waiting_for = [v for v in waiting_for
+                     if interval and studies.running_trials(self._studies[v])]
+      if waiting_for:
+        time.sleep(interval)
+    return None

@@ -14,7 +14,7 @@ import optax
 def scored_frames(mask: jax.Array) -> jax.Array:
   """The standard piano-roll evaluation leaves each sequence's first frame unscored (it has no
   past to predict it from)."""
-  return mask.at[:, 0].set(False)
+  return jnp.asarray(mask).at[:, 0].set(False)
 
 
 def piano_roll_nll(logits, targets, mask):

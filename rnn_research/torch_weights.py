@@ -51,6 +51,9 @@ def params_from_torch(cell: CellDef, state_dict, layer: int = 0, reverse: bool =
   if type(cell) not in CONVERTERS:
     raise ValueError(f"PyTorch has no counterpart of {type(cell).__name__}; "
                      f"importable: {[c.__name__ for c in CONVERTERS]}")
+  if getattr(cell, "layer_norm", False) or getattr(cell, "num_heads", 1) != 1:
+    raise ValueError("PyTorch's RNNs have no layer norm and a dense recurrent weight: import "
+                     "into a cell with layer_norm=False and num_heads=1")
   suffix = f"_l{layer}" + ("_reverse" if reverse else "")
   names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
   if getattr(cell, "proj_size", 0):

@@ -1,24 +1,20 @@
 """Training one trial: `train_and_evaluate(config, workdir)`.
 
-Next-step prediction on piano rolls (88 sigmoids, NLL in nats per frame summed over keys, each
-sequence's first frame unscored) or characters (softmax, reported in bits per character), with
-the Odyssey paper's optimiser (SGD with Nesterov momentum; Adam as an option), Gaussian input
-noise in training, optional clipping by global norm, and early stopping on validation NLL. The
-test metric is the one at the best validation epoch.
+Any task of `rnn_research.tasks` (`config.task`; next-step prediction on piano rolls or
+characters by default) with the Odyssey paper's optimiser (SGD with Nesterov momentum; Adam as an
+option), Gaussian input noise in training, optional clipping by global norm, and early stopping
+on the validation NLL (the task's loss). Test metrics are the ones at the best validation epoch.
 
 The workdir holds everything: config.json, checkpoints/{latest,best} (orbax, with the data
 position), metrics.jsonl (one line per epoch) and, once finished, result.json. Running again
 with the same workdir resumes where it stopped; a finished workdir returns its result at once.
 A non-finite loss ends the trial as "diverged" with the step.
 """
-import dataclasses
 import functools
 import json
 import math
 import sys
 import time
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,17 +22,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
-
-from rnn_research import metrics
+from rnn_research import metrics, parallel
 from rnn_research.checkpoint import Checkpoints
-from rnn_research.models import NextStepModel
+from rnn_research.tasks import Task, make_task
 from rnn_research.workdir import Workdir, differing_keys
 
-# config.data -> (TFDS name, task)
-DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
-            "standard": ("jsb_chorales/standard", "piano_roll"),
-            "abc_tunes": ("abc_tunes", "characters")}
 OPTIMIZERS = ("sgd_nesterov", "adam")
 # What may differ between the trials of a pack (see train_pack).
 PACKABLE_KEYS = ("learning_rate", "momentum", "input_noise", "seed")
@@ -45,10 +35,13 @@ PACKABLE_KEYS = ("learning_rate", "momentum", "input_noise", "seed")
 def default_config() -> ml_collections.ConfigDict:
   """Every key a trial reads, with defaults; studies override what they search."""
   return ml_collections.ConfigDict(dict(
-      data="music21",           # a key of DATASETS
+      task="next_step",         # a key of rnn_research.tasks.MODULES
+      task_options={},          # what the task reads besides the keys below
+      data="music21",           # the dataset (next_step: a key of tasks.next_step.DATASETS)
       data_path="",             # the .pickle/.mat file for data="standard"
       data_dir="",              # TFDS data dir ("" = $RNN_RESEARCH_DATA_DIR or TFDS's default)
-      model=dict(cell="lstm", variant="V", hidden_size=100, num_layers=1, backend="scan"),
+      model=dict(backbone="lstm", variant="V", hidden_size=100, num_layers=1, backend="scan",
+                 dropout=0.0),
       optimizer="sgd_nesterov",
       learning_rate=1e-3,
       momentum=0.9,
@@ -61,45 +54,6 @@ def default_config() -> ml_collections.ConfigDict:
       seed=0,
       pad_multiple=16,          # pad time to a multiple of this: fewer shapes to compile
   ))
-
-
-@dataclasses.dataclass
-class Task:
-  """The data and loss of one trial."""
-  train: object                 # random-access source of the training split
-  eval_batches: dict            # {"validation": [batch], "test": [batch]}, padded, in order
-  transform: Callable
-  loss: Callable                # (logits, targets, mask) -> (sum, count)
-  units: int                    # input and output width: 88 keys, or the vocabulary size
-  embed: bool
-  baseline_nll: float | None    # per-key frequency model on test (piano rolls)
-
-
-def _scoring(task_kind: str, batch: dict) -> jax.Array:
-  mask = jnp.asarray(batch["mask"])
-  return metrics.scored_frames(mask) if task_kind == "piano_roll" else mask
-
-
-def make_task(config) -> Task:
-  from rnn_research import data  # pylint: disable=g-import-not-at-top  (heavy, lazy)
-  if config.data not in DATASETS:
-    raise ValueError(f"data must be one of {sorted(DATASETS)}, got {config.data!r}")
-  name, kind = DATASETS[config.data]
-  options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
-  sources = {split: data.load(name, split, **options) for split in ("train", "validation", "test")}
-  if kind == "piano_roll":
-    transform, loss, size, embed = data.piano_roll_next_step, metrics.piano_roll_nll, 88, False
-    baseline = float(sources["test"].info.metadata["statistics"]["frequency_nll_test"])
-  else:
-    vocab = data.load_vocabulary(name, data_dir=options["data_dir"])
-    transform, loss, size = data.char_next_step(vocab), metrics.character_nll, len(vocab)
-    embed = True
-    baseline = None
-  eval_batches = {split: list(data.Loader(sources[split], config.eval_batch_size,
-                                          transform=transform, shuffle=False, num_epochs=1,
-                                          pad_multiple=config.pad_multiple))
-                  for split in ("validation", "test")}
-  return Task(sources["train"], eval_batches, transform, loss, size, embed, baseline)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -116,20 +70,19 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return tx
 
 
-def train_step(graphdef, tx, loss_fn, task_kind, state, batch, rng, noise_std):
+def train_step(graphdef, tx, loss_fn, state, batch, rng, noise_std):
   """One update. state: {"params", "opt_state", "step", "other": the model's non-parameter
   state, e.g. dropout's random counter} -> (state, {"loss", "grad_norm", "param_norm"}); the
-  loss is the mean NLL per scored frame of the batch; Gaussian noise of std `noise_std` is added
-  to float inputs."""
+  loss is `loss_fn(model, batch)`'s sum over the count of scored positions; Gaussian noise of
+  std `noise_std` is added to float inputs."""
   inputs = batch["inputs"]
   if jnp.issubdtype(inputs.dtype, jnp.floating):
     noise = jax.random.normal(jax.random.fold_in(rng, state["step"]), inputs.shape, inputs.dtype)
-    inputs = inputs + noise_std * noise
+    batch = {**batch, "inputs": inputs + noise_std * noise}
 
   def loss(params):
-    model = nnx.merge(graphdef, params, state["other"])
-    total, count = loss_fn(model(inputs, batch["lengths"]), batch["targets"],
-                           _scoring(task_kind, batch))
+    model = nnx.merge(graphdef, params, state["other"], copy=True)  # fresh Variables in the trace
+    total, count = loss_fn(model, batch)
     return total / jnp.maximum(count, 1), nnx.state(model, nnx.Not(nnx.Param))
 
   (value, other), grads = jax.value_and_grad(loss, has_aux=True)(state["params"])
@@ -140,17 +93,24 @@ def train_step(graphdef, tx, loss_fn, task_kind, state, batch, rng, noise_std):
                      "param_norm": optax.tree.norm(state["params"])}
 
 
-def eval_step(graphdef, other, loss_fn, task_kind, params, batch):
-  """(NLL summed over the batch's scored positions, their number); graphdef in eval mode."""
-  logits = nnx.merge(graphdef, params, other)(batch["inputs"], batch["lengths"])
-  return loss_fn(logits, batch["targets"], _scoring(task_kind, batch))
+def eval_step(graphdef, other, task: Task, params, batch) -> dict:
+  """{"nll": (sum, count), and each of task.metrics: (sum, count)} of one batch; graphdef in
+  eval mode."""
+  model = nnx.merge(graphdef, params, other)
+  sums = {"nll": task.loss(model, batch)}
+  if task.metrics is not None:
+    sums.update(task.metrics(model, batch))
+  return sums
 
 
-def _evaluate(eval_fn, params, batches):
-  """(NLL sums [trials], scored counts [trials]) of a split, params stacked on a trial axis."""
-  totals = [eval_fn(params, b) for b in batches]
-  return (np.sum([np.asarray(t) for t, _ in totals], 0).astype(np.float64),
-          np.sum([np.asarray(c) for _, c in totals], 0).astype(np.float64))
+def _evaluate(eval_fn, params, batches) -> dict:
+  """{name: [trials] mean over the split}, params stacked on a trial axis."""
+  mesh = parallel.mesh_of(params)
+  sums = [jax.tree.map(np.asarray, eval_fn(params, parallel.shard_batch(b, mesh)))
+          for b in batches]
+  return {name: np.divide(np.sum([s[name][0] for s in sums], 0, dtype=np.float64),
+                          np.maximum(np.sum([s[name][1] for s in sums], 0, dtype=np.float64), 1))
+          for name in sums[0]}
 
 
 def _progress(total: int, description: str):
@@ -202,19 +162,15 @@ def pack_step(step_fn, state, batch, keys, noise_std, running):
 
 
 def _shard_trials(tree):
-  """Spreads the trial axis over the local devices when it divides evenly."""
-  devices = jax.local_devices()
-  if len(devices) == 1 or jax.tree.leaves(tree)[0].shape[0] % len(devices):
-    return tree
-  mesh = jax.make_mesh((len(devices),), ("trials",), axis_types=(AxisType.Auto,))
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("trials")))
+  """Places a pack's state on the mesh of all devices, its trial axis over the "trials" axis
+  (see rnn_research.parallel; batches go to the "data" axis)."""
+  return parallel.shard_trials(tree, parallel.pack_mesh(jax.tree.leaves(tree)[0].shape[0]))
 
 
 def _init_pack(configs, task: Task):
   """The pack's graphdefs (train and eval mode), eval-mode state, first optimiser and stacked
   train state, each trial's parameters initialised from its own seed."""
-  models = [NextStepModel(c.model, task.units, task.units, embed=task.embed,
-                          rngs=nnx.Rngs(c.seed)) for c in configs]
+  models = [task.make_model(c.model, nnx.Rngs(c.seed)) for c in configs]
   models[0].eval()
   eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
   models[0].train()
@@ -233,18 +189,17 @@ def _fresh_meta(workdirs: list[str]) -> dict:
   size = len(workdirs)
   return {"epoch": 0, "workdirs": workdirs, "status": ["running"] * size, "epochs": [0] * size,
           "best_valid": [math.inf] * size, "best_epoch": [0] * size,
-          "test_at_best": [math.nan] * size, "bad_epochs": [0] * size,
+          "at_best": [{} for _ in range(size)], "bad_epochs": [0] * size,
           "diverged_step": [None] * size}
 
 
-def _result(meta: dict, k: int, num_params: int, task: Task, kind: str) -> dict:
+def _result(meta: dict, k: int, num_params: int, task: Task) -> dict:
   result = {"num_params": num_params, "baseline_nll": task.baseline_nll,
             "epochs": meta["epochs"][k]}
   if meta["status"][k] == "diverged":
     return {**result, "status": "diverged", "diverged_step": meta["diverged_step"][k]}
-  result.update(status="completed", valid_nll=meta["best_valid"][k],
-                test_nll=meta["test_at_best"][k], best_epoch=meta["best_epoch"][k])
-  if kind == "characters":
+  result.update(status="completed", best_epoch=meta["best_epoch"][k], **meta["at_best"][k])
+  if task.bits_per_character:
     result["test_bits_per_character"] = metrics.bits_per_character(result["test_nll"])
   return result
 
@@ -266,14 +221,13 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   configs, files = [configs[k] for k in todo], [all_files[k] for k in todo]
   config, size = configs[0], len(configs)
   task = task or make_task(config)
-  kind = DATASETS[config.data][1]
   graphdef, eval_model, tx, state = _init_pack(configs, task)
   num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(state["params"]))
   keys = jnp.stack([jax.random.key(c.seed) for c in configs])
   noise_std = jnp.array([c.input_noise for c in configs], jnp.float32)
   step_fn = jax.jit(functools.partial(
-      pack_step, functools.partial(train_step, graphdef, tx, task.loss, kind)), donate_argnums=0)
-  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, *eval_model, task.loss, kind),
+      pack_step, functools.partial(train_step, graphdef, tx, task.loss)), donate_argnums=0)
+  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, *eval_model, task),
                              in_axes=(0, None)))
   loader = data.Loader(task.train, config.batch_size, transform=task.transform, seed=config.seed,
                        pad_multiple=config.pad_multiple)
@@ -299,21 +253,26 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
       losses = []
       for _ in range(loader.batches_per_epoch):
         running = np.array([s == "running" for s in meta["status"]])
-        state, step_metrics = step_fn(state, next(loader), keys, noise_std, jnp.asarray(running))
+        batch = parallel.shard_batch(next(loader), parallel.mesh_of(state))
+        state, step_metrics = step_fn(state, batch, keys, noise_std, jnp.asarray(running))
         losses.append(np.asarray(step_metrics["loss"]))
         for k in np.flatnonzero(running & ~np.isfinite(losses[-1])):
           meta["status"][k], meta["epochs"][k] = "diverged", epoch
           meta["diverged_step"][k] = int(state["step"][k]) + 1  # its state stays before it
-      valid = np.divide(*_evaluate(eval_fn, state["params"], task.eval_batches["validation"]))
+      valid_metrics = _evaluate(eval_fn, state["params"], task.eval_batches["validation"])
+      valid = valid_metrics["nll"]
       improved = [k for k in range(size)
                   if meta["status"][k] == "running" and valid[k] < meta["best_valid"][k]]
       if improved:
-        test = np.divide(*_evaluate(eval_fn, state["params"], task.eval_batches["test"]))
+        test_metrics = _evaluate(eval_fn, state["params"], task.eval_batches["test"])
       for k in np.flatnonzero([s == "running" for s in meta["status"]]):
         meta["epochs"][k] = epoch
         if k in improved:
           meta["best_valid"][k], meta["best_epoch"][k], meta["bad_epochs"][k] = valid[k], epoch, 0
-          meta["test_at_best"][k] = test[k]
+          meta["at_best"][k] = {f"{split}_{name}": float(values[k])
+                                for split, split_metrics in (("valid", valid_metrics),
+                                                             ("test", test_metrics))
+                                for name, values in split_metrics.items()}
           checkpoints[k].save("best", epoch, _take(state["params"], k),
                               {"epoch": epoch, "valid_nll": valid[k]})
         else:
@@ -325,7 +284,8 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
           continue
         record = {"epoch": epoch, "step": int(state["step"][k]),
                   "train_loss": float(np.mean([loss[k] for loss in losses])),
-                  "valid_nll": float(valid[k]), "grad_norm": float(step_metrics["grad_norm"][k]),
+                  **{f"valid_{name}": float(values[k]) for name, values in valid_metrics.items()},
+                  "grad_norm": float(step_metrics["grad_norm"][k]),
                   "param_norm": float(step_metrics["param_norm"][k]),
                   "wall_time": time.time() - start}
         files[k].append_metrics(record, keep_through_epoch=meta["epoch"])
@@ -340,5 +300,5 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
     for c in checkpoints:
       c.close()
   for k, f in enumerate(files):
-    f.finish(_result(meta, k, num_params, task, kind))
+    f.finish(_result(meta, k, num_params, task))
   return [f.result() for f in all_files]

@@ -1,8 +1,10 @@
 """A trial's workdir: config.json (checked against the config that runs in it), metrics.jsonl
 (one line per epoch) and result.json (once finished); checkpoints live beside them."""
 import json
+import os
 import pathlib
 import shutil
+import socket
 
 
 def bind_config(directory, filename: str, record: dict, overwrite: bool, *, kind: str,
@@ -21,7 +23,16 @@ def bind_config(directory, filename: str, record: dict, overwrite: bool, *, kind
                          f"{differing_keys(stored, record)} differ); {remedy}")
       shutil.rmtree(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record, indent=1, sort_keys=True))
+  write_at_once(path, json.dumps(record, indent=1, sort_keys=True))
+
+
+def write_at_once(path: pathlib.Path, text: str) -> None:
+  """Replaces `path` by a file holding `text` in one step: a reader, or a kill meanwhile,
+  finds the old file or the new, never part of one (the processes of a multi-host trial all
+  write the same files)."""
+  temporary = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+  temporary.write_text(text)
+  os.replace(temporary, path)
 
 
 class Workdir:
@@ -38,7 +49,7 @@ class Workdir:
     return json.loads(self.result_file.read_text()) if self.result_file.exists() else None
 
   def finish(self, result: dict) -> dict:
-    self.result_file.write_text(json.dumps(result, indent=1))
+    write_at_once(self.result_file, json.dumps(result, indent=1))
     return result
 
   def append_metrics(self, record: dict, keep_through_epoch: int) -> None:
@@ -46,7 +57,7 @@ class Workdir:
     that was killed between writing metrics and checkpointing)."""
     lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
     lines = [l for l in lines if json.loads(l)["epoch"] <= keep_through_epoch]
-    self.metrics_file.write_text("".join(l + "\n" for l in lines + [json.dumps(record)]))
+    write_at_once(self.metrics_file, "".join(l + "\n" for l in lines + [json.dumps(record)]))
 
 
 def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -14,19 +14,46 @@ def sigmoid(x):
 IDENTITY = lambda x: x
 
 
-def lstm(paper, spec, xs, c0=None, y0=None):
-  """Greff et al.'s LSTM block (and LSTMP): paper = {W_z, R_z, b_z, W_i, ..., p_i, ..., R_fi, P}."""
+def layer_norm(v):
+  """Ba et al. 2016 over the last axis, without gain and bias, eps 1e-5 inside the sqrt."""
+  mean = v.mean(-1, keepdims=True)
+  return (v - mean) / np.sqrt(((v - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+
+def _mix(keep, previous, new):
+  """Zoneout: keep ⊙ previous + (1 − keep) ⊙ new (keep None: new)."""
+  return new if keep is None else keep * previous + (1 - keep) * new
+
+
+def lstm(paper, spec, xs, c0=None, y0=None, *, ln=None, cell_clip=None, resets=None,
+         h_mask=None, keep_c=None, keep_h=None):
+  """Greff et al.'s LSTM block (and LSTMP): paper = {W_z, R_z, b_z, W_i, ..., p_i, ..., R_fi, P}.
+
+  Options: ln = {gx_<gate>, gh_<gate>, gc, bc}: layer norm of Ba et al. (W x and R y⁻ normalised
+  apart, gains gx, gh; y = o ⊙ h(LN(c)·gc + bc)); cell_clip: c clipped after its update;
+  resets [B, T]: the state restarts from (c0, y0) at marked steps; h_mask [B, Ny]: y⁻ ⊙ h_mask
+  in the recurrent terms; keep_c [B, T, N], keep_h [B, T, Ny]: zoneout weights."""
   g = np.tanh if spec.input_activation == "tanh" else IDENTITY
   h = np.tanh if spec.output_activation == "tanh" else IDENTITY
   batch, steps, _ = xs.shape
   n = paper["b_z"].shape[0]
   c = np.zeros((batch, n)) if c0 is None else c0
   y = np.zeros((batch, paper["R_z"].shape[1])) if y0 is None else y0
+  c_start, y_start = c, y
   prev = {gate: np.zeros((batch, n)) for gate in "ifo"}  # FGR: gate activations at t-1
   ys = []
   for t in range(steps):
     x = xs[:, t]
-    lin = lambda k: x @ paper[f"W_{k}"].T + y @ paper[f"R_{k}"].T + paper[f"b_{k}"]
+    if resets is not None:
+      r = resets[:, t, None]
+      c, y = np.where(r, c_start, c), np.where(r, y_start, y)
+    c_prev, y_prev = c, y
+    y_rec = y if h_mask is None else y * h_mask
+    if ln is None:
+      lin = lambda k: x @ paper[f"W_{k}"].T + y_rec @ paper[f"R_{k}"].T + paper[f"b_{k}"]
+    else:
+      lin = lambda k: (layer_norm(x @ paper[f"W_{k}"].T) * ln[f"gx_{k}"]
+                       + layer_norm(y_rec @ paper[f"R_{k}"].T) * ln[f"gh_{k}"] + paper[f"b_{k}"])
 
     def gate_pre(k, cell):
       a = lin(k)
@@ -45,31 +72,46 @@ def lstm(paper, spec, xs, c0=None, y0=None):
     else:
       f = np.ones_like(z)
     c = z * i + c * f
+    if cell_clip is not None:
+      c = np.clip(c, -cell_clip, cell_clip)
     o = sigmoid(gate_pre("o", c)) if spec.output_gate else np.ones_like(z)
-    y = h(c) * o
+    y = h(c if ln is None else layer_norm(c) * ln["gc"] + ln["bc"]) * o
     if "P" in paper:
       y = y @ paper["P"].T
+    c = _mix(None if keep_c is None else keep_c[:, t], c_prev, c)
+    y = _mix(None if keep_h is None else keep_h[:, t], y_prev, y)
     prev = {"i": i, "f": f, "o": o}
     ys.append(y)
   return np.stack(ys, 1), (c, y)
 
 
-def gru(w, xs, h0=None, reset_after=True):
+def gru(w, xs, h0=None, reset_after=True, *, ln=None, resets=None, h_mask=None, keep_h=None):
   """PyTorch nn.GRU (reset_after) or Cho et al. 2014. w: W_r/W_u/W_n [N, D], R_r/R_u/R_n [N, N],
-  b_r/b_u/b_n, and for reset_after the recurrent biases c_r/c_u/c_n."""
+  b_r/b_u/b_n, and for reset_after the recurrent biases c_r/c_u/c_n.
+
+  Options: ln = {gx_<gate>, gh_<gate>}: each input term W_k x and recurrent term (R_k h⁻, or
+  R_n (r ⊙ h⁻) for Cho) layer-normalised and scaled by its gain; resets [B, T]; h_mask [B, N]
+  on h⁻ in the R_r, R_u terms (and R_n for reset_after); keep_h [B, T, N] zoneout weights."""
   batch, steps, _ = xs.shape
   h = np.zeros((batch, w["b_r"].shape[0])) if h0 is None else h0
+  h_start = h
+  norm = (lambda v, name: v) if ln is None else (lambda v, name: layer_norm(v) * ln[name])
   ys = []
   for t in range(steps):
     x = xs[:, t]
+    if resets is not None:
+      h = np.where(resets[:, t, None], h_start, h)
+    h_rec = h if h_mask is None else h * h_mask
     c = (lambda k: w[f"c_{k}"]) if reset_after else (lambda k: 0.0)
-    r = sigmoid(x @ w["W_r"].T + w["b_r"] + h @ w["R_r"].T + c("r"))
-    u = sigmoid(x @ w["W_u"].T + w["b_u"] + h @ w["R_u"].T + c("u"))
+    xw = lambda k: norm(x @ w[f"W_{k}"].T, f"gx_{k}") + w[f"b_{k}"]
+    r = sigmoid(xw("r") + norm(h_rec @ w["R_r"].T, "gh_r") + c("r"))
+    u = sigmoid(xw("u") + norm(h_rec @ w["R_u"].T, "gh_u") + c("u"))
     if reset_after:
-      n = np.tanh(x @ w["W_n"].T + w["b_n"] + r * (h @ w["R_n"].T + c("n")))
+      n = np.tanh(xw("n") + r * (norm(h_rec @ w["R_n"].T, "gh_n") + c("n")))
     else:
-      n = np.tanh(x @ w["W_n"].T + w["b_n"] + (r * h) @ w["R_n"].T)
-    h = (1 - u) * n + u * h
+      n = np.tanh(xw("n") + norm((r * h) @ w["R_n"].T, "gh_n"))
+    new = (1 - u) * n + u * h
+    h = _mix(None if keep_h is None else keep_h[:, t], h, new)
     ys.append(h)
   return np.stack(ys, 1), h
 

@@ -19,23 +19,33 @@ H100 = AbstractMesh((1,), ("x",), abstract_device=AbstractDevice(
 CUSTOM_CALL = {"cuda": "__gpu$xla.gpu.triton", "tpu": "tpu_custom_call"}
 
 
-def lowered_custom_calls(cell, platform, impl, dtype, batch=16, steps=8):
-  """Lowers the gradient of a loss on the kernels' outputs; -> the custom calls in the HLO."""
+def lowered_custom_calls(cell, platform, impl, dtype, batch=16, steps=8, options=False):
+  """Lowers the gradient of a loss on the kernels' outputs; -> the custom calls in the HLO.
+  options: every per-call option on (resets, a dropout mask, zoneout weights per step for
+  the first state and one rate for the h of an LSTM, gradient clipping)."""
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, dt)
   params = {k: spec(s) for k, s in cell.param_shapes().items()}
   xp = spec((steps, batch, cell.param_shapes()["W"][1]))
   carry0 = jax.tree.map(lambda c: spec(c.shape), cell.initial_carry((batch,)))
   lengths = spec((batch,), jnp.int32)
   kernel_platform = "gpu" if platform == "cuda" else platform
+  extras = {}
+  if options:
+    keep = spec((steps, batch, cell.hidden_size), jnp.float32)
+    extras = dict(resets=spec((steps, batch), jnp.bool_),
+                  h_mask=spec((batch, cell.output_size), jnp.float32),
+                  zoneout=(keep, spec((1, 1, 1), jnp.float32)) if isinstance(cell, LSTMDef)
+                  else keep)
 
-  def grads(params, xp, carry0, lengths):
+  def grads(params, xp, carry0, lengths, extras):
     def loss(params, xp, carry0):
       final, ys = rnn.recurrence(cell, params, xp, carry0, lengths, platform=kernel_platform,
-                                 interpret=False, impl=impl)
+                                 interpret=False, impl=impl, grad_clip=1.0 if options else None,
+                                 **extras)
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves((final, ys)))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 
-  lower = lambda: jax.jit(grads).trace(params, xp, carry0, lengths).lower(
+  lower = lambda: jax.jit(grads).trace(params, xp, carry0, lengths, extras).lower(
       lowering_platforms=(platform,)).as_text()
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="The Pallas Triton backend is deprecated")
@@ -66,6 +76,18 @@ def test_lowers_bfloat16_at_larger_sizes(cell, platform, impl):
   """bf16 (Triton wants equal operand dtypes), hidden sizes that pad, and on GPU the
   contraction chunks of the step kernel."""
   calls = lowered_custom_calls(cell, platform, impl, jnp.bfloat16, batch=24)
+  assert calls.count(CUSTOM_CALL[platform]) == 2
+
+
+@pytest.mark.parametrize("cell", [LSTMDef(8, 200, PRESETS["V"], layer_norm=True, cell_clip=3.0),
+                                  GRUDef(8, 256, num_heads=2)],
+                         ids=["lstm-LN-V-clip", "gru-heads"])
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("impl", ["sequence", "step"])
+def test_lowers_with_options(cell, platform, impl):
+  """Every per-call option, in bf16, with layer norm over padded lanes, and with one program
+  per head (2 heads of 128 lanes, each writing its own d rprojs and d c_n)."""
+  calls = lowered_custom_calls(cell, platform, impl, jnp.bfloat16, options=True)
   assert calls.count(CUSTOM_CALL[platform]) == 2
 
 

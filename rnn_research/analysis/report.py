@@ -156,7 +156,11 @@ def write_report(sweep_dir: str, storage: str | None = None) -> str:
   """Writes `<sweep_dir>/report/` (report.md, PNG figures, summary.json); returns report.md's path.
 
   Raises rec.SweepError if the sweep's storage is missing or holds no `odyssey/<variant>` study.
+  A sweep of experiments/rnn_vs_transformer.py gets its own report (analysis/comparison.py).
   """
+  from rnn_research.analysis import comparison  # pylint: disable=g-import-not-at-top
+  if comparison.is_comparison_sweep(sweep_dir):
+    return comparison.write_report(sweep_dir, storage)
   url = rec.storage_url(sweep_dir, storage)
   records = rec.load_trials(sweep_dir, url)
   out_dir = os.path.join(sweep_dir, REPORT_DIR)

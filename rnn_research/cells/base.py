@@ -23,6 +23,8 @@ from typing import Any, Callable, ClassVar
 import jax
 import jax.numpy as jnp
 
+from rnn_research.cells import heads
+
 Array = jax.Array
 Params = dict[str, Array]
 Carry = Any
@@ -130,7 +132,23 @@ class CellDef:
     return sum(math.prod(shape) for shape in self.param_shapes().values())
 
   def recurrent_projections(self, params: Params, carry: Carry) -> tuple[Array, ...]:
-    return tuple(r @ params[w] for r, w in zip(self.recurrent_inputs(carry), self.recurrent_weights))
+    return tuple(heads.matmul(r, params[w])
+                 for r, w in zip(self.recurrent_inputs(carry), self.recurrent_weights))
+
+  # -- regularisation of the carry (see rnn_research.layers.recurrence) -------------------
+  @property
+  def zoneout_widths(self) -> tuple[int, ...]:
+    """Widths of the states that zoneout acts on: (h,) for single-state cells."""
+    return (self.hidden_size,)
+
+  def drop_recurrent(self, carry: Carry, h_mask: Array) -> Carry:
+    """The carry as the recurrent matmuls see it under variational dropout: h ⊙ mask."""
+    return carry * h_mask
+
+  def zoneout(self, previous: Carry, new: Carry, keep) -> tuple[Carry, Array]:
+    """h = keep ⊙ h⁻ + (1 − keep) ⊙ h for `keep` [B, N] (or broadcastable) -> (carry, y)."""
+    h = mix(keep, previous, new)
+    return h, h
 
   def step(self, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
     """One time step: x [B, D] -> (new carry, y [B, out])."""
@@ -149,7 +167,32 @@ class CellDef:
       raise ValueError(f"params must have the keys {sorted(expected)}, got {sorted(params)}")
     for name, shape in expected.items():
       if tuple(params[name].shape) != shape:
-        raise ValueError(f"params[{name!r}] must have shape {shape}, got {tuple(params[name].shape)}")
+        raise ValueError(f"params[{name!r}] must have shape {shape}, got "
+                         f"{tuple(params[name].shape)}")
+
+
+def mix(keep: Array | None, previous: Array, new: Array) -> Array:
+  """Zoneout's update keep ⊙ previous + (1 − keep) ⊙ new; `new` itself where keep is None."""
+  return new if keep is None else keep * previous + (1 - keep) * new
+
+
+LAYER_NORM_EPS = 1e-5
+
+
+def layer_norm(a: Array, num_blocks: int = 1) -> Array:
+  """Normalises each of the `num_blocks` blocks of a's last axis on its own to zero mean and
+  unit variance (Ba et al. 2016, without gain or bias): [..., G·N] -> [..., G·N]."""
+  blocks = a.reshape(*a.shape[:-1], num_blocks, a.shape[-1] // num_blocks)
+  mean = jnp.mean(blocks, axis=-1, keepdims=True)
+  centred = blocks - mean
+  var = jnp.mean(centred * centred, axis=-1, keepdims=True)
+  return (centred * jax.lax.rsqrt(var + LAYER_NORM_EPS)).reshape(a.shape)
+
+
+def check_cell_clip(cell_clip) -> None:
+  if cell_clip is not None and (isinstance(cell_clip, bool)
+                                or not isinstance(cell_clip, (int, float)) or cell_clip <= 0):
+    raise ValueError(f"cell_clip must be None or a float > 0, got {cell_clip!r}")
 
 
 def split_gates(a: Array, names: tuple[str, ...]) -> dict[str, Array]:

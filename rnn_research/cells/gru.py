@@ -14,17 +14,39 @@ reset_after=False, Cho et al. 2014: the reset gate scales h before its matmul,
 
 Storage, gates in PyTorch's order r, u, n: W [D, 3N], b [3N] (PyTorch's b_ih);
 reset_after: R [N, 3N], c [3N] (b_hh);  Cho: R [N, 2N] (r, u) and R_n [N, N].
+
+Options (off by default):
+  layer_norm (Ba et al. 2016): the input and recurrent parts of every gate block are normalised
+    separately over the hidden axis (eps 1e-5), with gains ln_x, ln_h [3N] (init 1):
+      r = σ(LN(W_r x)·gx_r + b_r + LN(R_r h⁻)·gh_r + c_r), u likewise,
+      n = tanh(LN(W_n x)·gx_n + b_n + r ⊙ (LN(R_n h⁻)·gh_n + c_n))          reset_after
+      n = tanh(LN(W_n x)·gx_n + b_n + LN(R_n (r ⊙ h⁻))·gh_n)                 Cho
+  num_heads = K > 1: head-wise recurrence (`cells.heads`) of R, [K, N/K, G, N/K] with G = 3
+    (reset_after) or 2 (Cho: r, u); the Cho GRU's R_n, inside the gate math, stays dense.
 """
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
-from rnn_research.cells import base
+from rnn_research.cells import base, heads
 
 
 @dataclasses.dataclass(frozen=True)
 class GRUDef(base.CellDef):
   reset_after: bool = True
+  layer_norm: bool = False
+  num_heads: int = 1
+
+  def __post_init__(self):
+    super().__post_init__()
+    heads.check_num_heads(self.num_heads, self.hidden_size)
+    if not isinstance(self.layer_norm, bool):
+      raise ValueError(f"layer_norm must be a bool, got {self.layer_norm!r}")
+
+  @property
+  def input_params(self) -> tuple[str, ...]:
+    return ("W", "ln_x") if self.layer_norm else ("W",)
 
   @property
   def recurrent_weights(self):
@@ -33,11 +55,20 @@ class GRUDef(base.CellDef):
   def param_inits(self):
     n, d = self.hidden_size, self.in_features
     inits = {"W": ((d, 3 * n), base.lecun_normal), "b": ((3 * n,), base.zeros)}
+    r_gates = 3 if self.reset_after else 2
+    r_shape = heads.weight_shape(n, r_gates, self.num_heads)
     if self.reset_after:
-      inits.update(R=((n, 3 * n), base.orthogonal), c=((3 * n,), base.zeros))
+      inits.update(R=(r_shape, heads.orthogonal), c=((3 * n,), base.zeros))
     else:
-      inits.update(R=((n, 2 * n), base.orthogonal), R_n=((n, n), base.orthogonal))
+      inits.update(R=(r_shape, heads.orthogonal), R_n=((n, n), base.orthogonal))
+    if self.layer_norm:
+      ones = jax.nn.initializers.ones
+      inits.update(ln_x=((3 * n,), ones), ln_h=((3 * n,), ones))
     return inits
+
+  def input_projection(self, params, x):
+    xw = x @ params["W"]
+    return base.layer_norm(xw, 3) * params["ln_x"] if self.layer_norm else xw
 
   def recurrent_inputs(self, h):
     return (h,)
@@ -46,11 +77,20 @@ class GRUDef(base.CellDef):
     n = self.hidden_size
     xp = base.materialize(xp + params["b"])
     if self.reset_after:
-      rh = base.materialize(rprojs[0] + params["c"])
+      rproj = rprojs[0]
+      if self.layer_norm:
+        rproj = base.layer_norm(rproj, 3) * params["ln_h"]
+      rh = base.materialize(rproj + params["c"])
       r, u = jnp.split(base.sigmoid(xp[..., :2 * n] + rh[..., :2 * n]), 2, axis=-1)
       cand = jnp.tanh(xp[..., 2 * n:] + r * rh[..., 2 * n:])
     else:
-      r, u = jnp.split(base.sigmoid(xp[..., :2 * n] + rprojs[0]), 2, axis=-1)
-      cand = jnp.tanh(xp[..., 2 * n:] + (r * h) @ params["R_n"])
+      rproj = rprojs[0]
+      if self.layer_norm:
+        rproj = base.layer_norm(rproj, 2) * params["ln_h"][:2 * n]
+      r, u = jnp.split(base.sigmoid(xp[..., :2 * n] + rproj), 2, axis=-1)
+      hn = (r * h) @ params["R_n"]
+      if self.layer_norm:
+        hn = base.layer_norm(hn) * params["ln_h"][2 * n:]
+      cand = jnp.tanh(xp[..., 2 * n:] + hn)
     h = (1 - u) * cand + u * h
     return h, h

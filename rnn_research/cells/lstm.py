@@ -19,6 +19,17 @@ Storage (gates fused in the order z, i, f, o, absent gates left out, so one matm
     W [D, G·N], b [G·N], R [Ny, G·N] (Ny = P or N), p_i/p_f/p_o [N],
     R_gates [S·N, S·N] (FGR; S = number of sigmoid gates), P [N, P] (LSTMP).
 `to_paper`/`from_paper` convert to and from the paper's names (W_z [N, D], R_z [N, Ny], ...).
+
+Options of LSTMDef (all off by default, which is the model above exactly):
+  cell_clip: c is clipped to [−cell_clip, cell_clip] right after it is computed, before the
+    output gate's peephole and the output activation read it.
+  layer_norm (Ba et al. 2016; the presets "LN-<variant>", e.g. "LN-NP", "LN-V"): each gate's
+    pre-activation normalises its input and recurrent parts separately, per gate block over
+    the hidden axis (eps 1e-5),  ā_g = LN(W_g x)·gx_g + LN(R_g y⁻)·gh_g + b_g  (+ peephole terms,
+    added after normalisation), and y = o ⊙ h(LN(c)·gc + bc). Params ln_x, ln_h [G·N] (gx, gh),
+    ln_c, ln_c_bias [N] (gc, bc). Not with proj_size or FGR.
+  num_heads = K > 1: head-wise recurrence (`cells.heads`), R [K, N/K, G, N/K]. Not with
+    proj_size or FGR.
 """
 import dataclasses
 import math
@@ -27,7 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_research.cells import base
+from rnn_research.cells import base, heads
 
 FORGET_GATE_KINDS = ("gate", "none", "coupled")
 
@@ -78,14 +89,25 @@ PRESETS: dict[str, LSTMSpec] = {
     "classic": LSTMSpec(peepholes=False),
 }
 
+# Layer-normalised presets: "LN-<name>" is PRESETS[name] with layer_norm=True (FGR excepted).
+LAYER_NORM_PRESETS: dict[str, str] = {f"LN-{name}": name for name in PRESETS if name != "FGR"}
+
 
 def lstm_spec(variant: "str | LSTMSpec") -> LSTMSpec:
   """A preset by name (see PRESETS), or a spec passed through."""
+  return lstm_variant(variant)[0]
+
+
+def lstm_variant(variant: "str | LSTMSpec") -> tuple[LSTMSpec, bool]:
+  """(spec, layer_norm) of a preset of PRESETS or LAYER_NORM_PRESETS, or of a spec."""
   if isinstance(variant, LSTMSpec):
-    return variant
+    return variant, False
+  if variant in LAYER_NORM_PRESETS:
+    return PRESETS[LAYER_NORM_PRESETS[variant]], True
   if variant not in PRESETS:
-    raise ValueError(f"variant must be one of {sorted(PRESETS)} or an LSTMSpec, got {variant!r}")
-  return PRESETS[variant]
+    raise ValueError(f"variant must be one of {sorted(PRESETS) + sorted(LAYER_NORM_PRESETS)} "
+                     f"or an LSTMSpec, got {variant!r}")
+  return PRESETS[variant], False
 
 
 class LSTMCarry(NamedTuple):
@@ -98,10 +120,14 @@ class LSTMCarry(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class LSTMDef(base.CellDef):
   """An LSTM of the Odyssey family. `forget_bias` initialises b_f (for CIFG, b_i to −forget_bias,
-  which starts f = 1 − i at the same value)."""
+  which starts f = 1 − i at the same value). cell_clip, layer_norm, num_heads: see the module
+  docstring."""
   spec: LSTMSpec = LSTMSpec()
   proj_size: int = 0
   forget_bias: float = 1.0
+  cell_clip: float | None = None
+  layer_norm: bool = False
+  num_heads: int = 1
 
   def __post_init__(self):
     super().__post_init__()
@@ -111,6 +137,20 @@ class LSTMDef(base.CellDef):
       raise ValueError(
           f"proj_size must be 0 (no projection) or in [1, hidden_size={self.hidden_size}), "
           f"got {self.proj_size!r}")
+    base.check_cell_clip(self.cell_clip)
+    heads.check_num_heads(self.num_heads, self.hidden_size)
+    if not isinstance(self.layer_norm, bool):
+      raise ValueError(f"layer_norm must be a bool, got {self.layer_norm!r}")
+    for option, on in (("layer_norm=True", self.layer_norm), (f"num_heads={self.num_heads}",
+                                                              self.num_heads > 1)):
+      if on and self.proj_size:
+        raise ValueError(f"{option} is not supported with proj_size > 0 (LSTMP)")
+      if on and self.spec.full_gate_recurrence:
+        raise ValueError(f"{option} is not supported with full_gate_recurrence (FGR)")
+
+  @property
+  def input_params(self) -> tuple[str, ...]:
+    return ("W", "ln_x") if self.layer_norm else ("W",)
 
   @property
   def output_size(self) -> int:
@@ -142,6 +182,8 @@ class LSTMDef(base.CellDef):
         "b": ((width,), self._bias_init()),
         "R": ((self.output_size, width), base.orthogonal),
     }
+    if self.num_heads > 1:
+      inits["R"] = (heads.weight_shape(n, len(spec.gate_names), self.num_heads), heads.orthogonal)
     if spec.peepholes:
       for gate in spec.sigmoid_gates:
         inits[f"p_{gate}"] = ((n,), base.uniform(1 / math.sqrt(n)))
@@ -150,7 +192,31 @@ class LSTMDef(base.CellDef):
       inits["R_gates"] = ((s, s), base.orthogonal)
     if self.proj_size:
       inits["P"] = ((n, self.proj_size), base.lecun_normal)
+    if self.layer_norm:
+      ones = jax.nn.initializers.ones
+      inits.update(ln_x=((width,), ones), ln_h=((width,), ones), ln_c=((n,), ones),
+                   ln_c_bias=((n,), base.zeros))
     return inits
+
+  def input_projection(self, params, x):
+    xw = x @ params["W"]
+    if self.layer_norm:
+      return base.layer_norm(xw, len(self.spec.gate_names)) * params["ln_x"]
+    return xw
+
+  @property
+  def zoneout_widths(self):
+    """(c, h): zoneout acts on the cell and on the recurrent output separately."""
+    return (self.hidden_size, self.output_size)
+
+  def drop_recurrent(self, carry: LSTMCarry, h_mask):
+    return carry._replace(h=carry.h * h_mask)
+
+  def zoneout(self, previous: LSTMCarry, new: LSTMCarry, keep):
+    """keep = (keep_c, keep_h), each None or broadcastable to [B, width]; the zoned h is y."""
+    keep_c, keep_h = keep
+    h = base.mix(keep_h, previous.h, new.h)
+    return LSTMCarry(base.mix(keep_c, previous.c, new.c), h, new.gates), h
 
   def recurrent_inputs(self, carry: LSTMCarry):
     return (carry.h, carry.gates) if self.spec.full_gate_recurrence else (carry.h,)
@@ -164,7 +230,10 @@ class LSTMDef(base.CellDef):
 
   def pointwise(self, params, carry: LSTMCarry, xp, rprojs):
     spec = self.spec
-    a = xp + rprojs[0] + params["b"]
+    rproj = rprojs[0]
+    if self.layer_norm:
+      rproj = base.layer_norm(rproj, len(spec.gate_names)) * params["ln_h"]
+    a = xp + rproj + params["b"]
     if spec.full_gate_recurrence:  # the gate-to-gate terms feed i, f, o but not z
       n = self.hidden_size
       a = jnp.concatenate([a[..., :n], a[..., n:] + rprojs[1]], axis=-1)
@@ -186,8 +255,13 @@ class LSTMDef(base.CellDef):
       c = c + (1 - i) * carry.c
     else:
       c = c + carry.c
+    if self.cell_clip is not None:
+      c = jnp.clip(c, -self.cell_clip, self.cell_clip)
     o = gate("o", c)
-    y = base.ACTIVATIONS[spec.output_activation](c)
+    c_out = c
+    if self.layer_norm:
+      c_out = base.layer_norm(c) * params["ln_c"] + params["ln_c_bias"]
+    y = base.ACTIVATIONS[spec.output_activation](c_out)
     if o is not None:
       y = y * o
     if self.proj_size:
@@ -207,8 +281,16 @@ def _fgr_names(spec: LSTMSpec) -> list[tuple[str, int, int]]:
   return [(f"R_{src}{tgt}", s, t) for t, tgt in enumerate(gates) for s, src in enumerate(gates)]
 
 
+def _check_paper(cell: LSTMDef) -> None:
+  if cell.layer_norm or cell.num_heads > 1:
+    raise ValueError("the paper's notation has no layer norm gains and dense R_* only: "
+                     f"to_paper/from_paper need layer_norm=False and num_heads=1, got "
+                     f"layer_norm={cell.layer_norm}, num_heads={cell.num_heads}")
+
+
 def paper_names(cell: LSTMDef) -> list[str]:
   """The names `to_paper` returns for this cell."""
+  _check_paper(cell)
   names = [f"{kind}_{g}" for g in cell.spec.gate_names for kind in ("W", "R", "b")]
   if cell.spec.peepholes:
     names += [f"p_{g}" for g in cell.spec.sigmoid_gates]
@@ -220,6 +302,7 @@ def paper_names(cell: LSTMDef) -> list[str]:
 def to_paper(cell: LSTMDef, params: base.Params) -> dict[str, jax.Array]:
   """Greff et al.'s names: W_* [N, D], R_* [N, Ny], p_* [N], b_* [N]; FGR's R_<src><tgt>
   [N, N] (R_fi carries f(t-1) into the input gate); P [Ny, N] for LSTMP (PyTorch's weight_hr)."""
+  _check_paper(cell)
   cell.check_params(params)
   n, gates = cell.hidden_size, cell.spec.gate_names
   blocks = lambda x: jnp.split(x, len(gates), axis=-1)
@@ -241,7 +324,8 @@ def from_paper(cell: LSTMDef, paper: dict) -> base.Params:
   expected = set(paper_names(cell))
   if set(paper) != expected:
     raise ValueError(f"paper parameters must be exactly {sorted(expected)}; "
-                     f"missing {sorted(expected - set(paper))}, extra {sorted(set(paper) - expected)}")
+                     f"missing {sorted(expected - set(paper))}, "
+                     f"extra {sorted(set(paper) - expected)}")
   gates = cell.spec.gate_names
   paper = {k: jnp.asarray(v) for k, v in paper.items()}
   params = {

@@ -9,7 +9,7 @@ from flax import nnx
 from rnn_research.cells import base
 from rnn_research.cells.elman import ElmanDef
 from rnn_research.cells.gru import GRUDef
-from rnn_research.cells.lstm import LSTMDef, lstm_spec
+from rnn_research.cells.lstm import LSTMDef, lstm_variant
 from rnn_research.cells.mgu import MGUDef
 from rnn_research.cells.mut import MUTDef
 
@@ -47,30 +47,37 @@ class CellModule(nnx.RNNCellBase):
 
 
 class LSTMCell(CellModule):
-  """An LSTM of the Odyssey family; `variant` is a preset name of `lstm.PRESETS` or an LSTMSpec."""
+  """An LSTM of the Odyssey family; `variant` is a preset name of `lstm.PRESETS`, a layer-normalised
+  preset of `lstm.LAYER_NORM_PRESETS` ("LN-NP", "LN-V", ...) or an LSTMSpec. cell_clip and
+  num_heads: see `lstm.LSTMDef`."""
 
   def __init__(self, in_features: int, hidden_size: int, *, variant="V", proj_size: int = 0,
-               forget_bias: float = 1.0, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(LSTMDef(in_features, hidden_size, lstm_spec(variant), proj_size, forget_bias),
-                     param_dtype=param_dtype, rngs=rngs)
+               forget_bias: float = 1.0, cell_clip: float | None = None, num_heads: int = 1,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    spec, layer_norm = lstm_variant(variant)
+    super().__init__(LSTMDef(in_features, hidden_size, spec, proj_size, forget_bias, cell_clip,
+                             layer_norm, num_heads), param_dtype=param_dtype, rngs=rngs)
 
 
 class GRUCell(CellModule):
-  """A GRU; reset_after=True is the cuDNN/PyTorch convention, False is Cho et al. 2014."""
+  """A GRU; reset_after=True is the cuDNN/PyTorch convention, False is Cho et al. 2014.
+  layer_norm and num_heads: see `gru.GRUDef`."""
 
   def __init__(self, in_features: int, hidden_size: int, *, reset_after: bool = True,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(GRUDef(in_features, hidden_size, reset_after), param_dtype=param_dtype,
-                     rngs=rngs)
+               layer_norm: bool = False, num_heads: int = 1, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    super().__init__(GRUDef(in_features, hidden_size, reset_after, layer_norm, num_heads),
+                     param_dtype=param_dtype, rngs=rngs)
 
 
 class ElmanCell(CellModule):
-  """The simple RNN, h = act(W x + b + R h⁻) with act = "tanh" or "relu"."""
+  """The simple RNN, h = act(W x + b + R h⁻) with act = "tanh" or "relu"; num_heads > 1 makes
+  R block-diagonal."""
 
   def __init__(self, in_features: int, hidden_size: int, *, activation: str = "tanh",
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(ElmanDef(in_features, hidden_size, activation), param_dtype=param_dtype,
-                     rngs=rngs)
+               num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    super().__init__(ElmanDef(in_features, hidden_size, activation, num_heads),
+                     param_dtype=param_dtype, rngs=rngs)
 
 
 class MGUCell(CellModule):

@@ -5,15 +5,23 @@ dropout between layers, variable lengths, carries in and out.
     ys, carries = model(xs, lengths=lengths)        # xs [B, T, 88] -> ys [B, T, 128]
 
 `carries` has one entry per layer: the cell's carry, or (forward, backward) when bidirectional;
-pass it back as `initial_carry` to continue a sequence (truncated BPTT).
+pass it back as `initial_carry` to continue a sequence (truncated BPTT, `layers.tbptt`).
+
+Regularisation (`layers.regularization`; masks drawn once per call, in training only):
+    LSTM(88, 128, input_dropout=0.25, recurrent_dropout=0.25, weight_dropout=0.5,
+         zoneout_c=0.5, zoneout_h=0.05, rngs=nnx.Rngs(0, dropout=1))
+`model.eval()` turns the masks off (zoneout then takes its expected update); `model.train()`
+turns them back on.
 """
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from rnn_research.cells import modules as cells
-from rnn_research.layers import sequence
+from rnn_research.layers import regularization, sequence
+from rnn_research.layers.recurrence import check_grad_clip, segment_length
 
 
 class StackedRNN(nnx.Module):
@@ -25,6 +33,16 @@ class StackedRNN(nnx.Module):
     num_layers: layers in the stack; layer k > 0 reads layer k-1's outputs.
     bidirectional: each layer runs forward and in reverse and concatenates the outputs.
     dropout: dropout rate on the outputs of every layer but the last (as PyTorch), in [0, 1).
+    input_dropout: variational dropout on every layer's inputs (one mask per sequence and
+      feature, shared over time and by both directions), in [0, 1).
+    recurrent_dropout: variational dropout on h where it enters the recurrent matmuls (one mask
+      per sequence and direction, shared over time), in [0, 1).
+    weight_dropout: DropConnect on the hidden-to-hidden matrices (one mask per call and
+      direction), in [0, 1).
+    zoneout_c, zoneout_h: zoneout rates of the LSTM's cell and of h, in [0, 1).
+    remat: None, k or "sqrt": keep every k-th carry and recompute in the backward pass (the
+      scan backend; the kernels keep only the state sequence anyway and ignore it).
+    grad_clip: clip the carry's cotangent passed back each step to [-grad_clip, grad_clip].
     time_major: inputs and outputs are [T, B, ...] instead of [B, T, ...].
     unroll: time steps per scan iteration.
     backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU) or "auto" (the kernels
@@ -33,15 +51,21 @@ class StackedRNN(nnx.Module):
 
   def __init__(self, make_cell: Callable[[int, nnx.Rngs], cells.CellModule], in_features: int,
                *, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
-               time_major: bool = False, unroll: int = 1, backend: str = "scan",
-               rngs: nnx.Rngs):
+               input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+               weight_dropout: float = 0.0, zoneout_c: float = 0.0, zoneout_h: float = 0.0,
+               remat=None, grad_clip: float | None = None, time_major: bool = False,
+               unroll: int = 1, backend: str = "scan", rngs: nnx.Rngs):
     if not isinstance(num_layers, int) or num_layers < 1:
       raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
-    if not 0.0 <= dropout < 1.0:
-      raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    regularization.check_rate("dropout", dropout)
+    rates = regularization.Rates(input_dropout, recurrent_dropout, weight_dropout, zoneout_c,
+                                 zoneout_h)
+    segment_length(1, remat)
+    check_grad_clip(grad_clip)
     sequence.check_backend(backend)
     self.num_layers, self.bidirectional = num_layers, bidirectional
     self.time_major, self.unroll, self.backend = time_major, unroll, backend
+    self.remat, self.grad_clip = remat, grad_clip
     directions = 2 if bidirectional else 1
     layers = []
     for _ in range(num_layers):
@@ -49,71 +73,103 @@ class StackedRNN(nnx.Module):
       in_features = directions * layer[0].definition.output_size
       layers.append(nnx.List(layer))
     self.layers = nnx.List(layers)
+    rates.check_cell(self.layers[0][0].definition)
     # Only stacks with dropout carry its random state.
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 and num_layers > 1 else None
+    self.masks = regularization.RecurrentDropout(rates, rngs=rngs) if rates.any else None
 
   @property
   def output_size(self) -> int:
     return (2 if self.bidirectional else 1) * self.layers[-1][0].definition.output_size
 
-  def __call__(self, xs, *, initial_carry=None, lengths=None):
-    """xs [B, T, D] (or [T, B, D]) -> (ys [B, T, output_size], per-layer final carries)."""
+  def __call__(self, xs, *, initial_carry=None, lengths=None, resets=None):
+    """xs [B, T, D] (or [T, B, D]) -> (ys [B, T, output_size], per-layer final carries).
+
+    lengths: optional int [B]. resets: optional bool [B, T] (or [T, B]); where set, every
+    layer's carry restarts from its initial carry (packed sequences, episode boundaries)."""
     if initial_carry is not None and len(initial_carry) != self.num_layers:
       raise ValueError(f"initial_carry must hold one carry per layer ({self.num_layers}), "
                        f"got {len(initial_carry)}")
     options = dict(lengths=lengths, time_major=self.time_major, unroll=self.unroll,
-                   backend=self.backend)
+                   backend=self.backend, resets=resets, remat=self.remat,
+                   grad_clip=self.grad_clip)
     finals = []
     for k, layer in enumerate(self.layers):
       if k > 0 and self.dropout is not None:
         xs = self.dropout(xs)
       carry = None if initial_carry is None else initial_carry[k]
+      params, masks = self._masked(layer, xs)
+      xs = self._drop_inputs(xs)
       if self.bidirectional:
-        forward, backward = layer
-        xs, final = sequence.run_bidirectional(forward.definition, forward.params,
-                                               backward.params, xs, initial_carry=carry,
-                                               **options)
+        xs, final = sequence.run_bidirectional(
+            layer[0].definition, *params, xs, initial_carry=carry, options_forward=masks[0],
+            options_backward=masks[1], **options)
       else:
-        xs, final = sequence.run(layer[0].definition, layer[0].params, xs, initial_carry=carry,
-                                 **options)
+        xs, final = sequence.run(layer[0].definition, params[0], xs, initial_carry=carry,
+                                 **options, **masks[0])
       finals.append(final)
     return xs, tuple(finals)
+
+  def _masked(self, layer, xs):
+    """Each direction's params (DropConnect applied) and recurrence options (h_mask, zoneout)."""
+    if self.masks is None:
+      return [cell.params for cell in layer], [{} for _ in layer]
+    num_steps, batch = xs.shape[:2] if self.time_major else xs.shape[1::-1]
+    dtype = jnp.result_type(xs, *jax.tree.leaves(layer[0].params))
+    drawn = [self.masks(cell.definition, cell.params, num_steps, batch, dtype) for cell in layer]
+    return [params for params, _ in drawn], [options for _, options in drawn]
+
+  def _drop_inputs(self, xs):
+    """Input dropout: one mask [B, D] per call, shared over time and by both directions."""
+    if self.masks is None:
+      return xs
+    batch, features = (xs.shape[1] if self.time_major else xs.shape[0]), xs.shape[-1]
+    mask = self.masks.input_mask(batch, features, xs.dtype)
+    if mask is None:
+      return xs
+    return xs * (mask[None] if self.time_major else mask[:, None])
 
 
 class LSTM(StackedRNN):
   """A stack of LSTM layers. variant: a preset of `cells.lstm.PRESETS` ("NP" = PyTorch's LSTM,
-  "V" = the Odyssey vanilla LSTM with peepholes, ...) or an LSTMSpec; proj_size > 0 is LSTMP."""
+  "V" = the Odyssey vanilla LSTM with peepholes, ...), a layer-normalised preset "LN-NP",
+  "LN-V", ... or an LSTMSpec; proj_size > 0 is LSTMP; cell_clip, num_heads: see LSTMDef."""
 
   def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
                bidirectional: bool = False, dropout: float = 0.0, proj_size: int = 0,
-               variant="NP", *, forget_bias: float = 1.0, param_dtype=jnp.float32,
-               rngs: nnx.Rngs, **options):
+               variant="NP", *, forget_bias: float = 1.0, cell_clip: float | None = None,
+               num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
     make = lambda d, r: cells.LSTMCell(d, hidden_size, variant=variant, proj_size=proj_size,
-                                       forget_bias=forget_bias, param_dtype=param_dtype, rngs=r)
+                                       forget_bias=forget_bias, cell_clip=cell_clip,
+                                       num_heads=num_heads, param_dtype=param_dtype, rngs=r)
     super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
                      dropout=dropout, rngs=rngs, **options)
 
 
 class GRU(StackedRNN):
-  """A stack of GRU layers; reset_after=True is PyTorch's convention, False Cho et al.'s."""
+  """A stack of GRU layers; reset_after=True is PyTorch's convention, False Cho et al.'s;
+  layer_norm, num_heads: see GRUDef."""
 
   def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
                bidirectional: bool = False, dropout: float = 0.0, *, reset_after: bool = True,
-               param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
+               layer_norm: bool = False, num_heads: int = 1, param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **options):
     make = lambda d, r: cells.GRUCell(d, hidden_size, reset_after=reset_after,
+                                      layer_norm=layer_norm, num_heads=num_heads,
                                       param_dtype=param_dtype, rngs=r)
     super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
                      dropout=dropout, rngs=rngs, **options)
 
 
 class SimpleRNN(StackedRNN):
-  """A stack of Elman layers (PyTorch's nn.RNN); nonlinearity "tanh" or "relu"."""
+  """A stack of Elman layers (PyTorch's nn.RNN); nonlinearity "tanh" or "relu"; num_heads > 1
+  makes the recurrence head-wise."""
 
   def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
                nonlinearity: str = "tanh", bidirectional: bool = False, dropout: float = 0.0,
-               *, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
+               *, num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
     make = lambda d, r: cells.ElmanCell(d, hidden_size, activation=nonlinearity,
-                                        param_dtype=param_dtype, rngs=r)
+                                        num_heads=num_heads, param_dtype=param_dtype, rngs=r)
     super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
                      dropout=dropout, rngs=rngs, **options)
 

@@ -1,18 +1,36 @@
 """The time loop of any cell on `jax.lax.scan`, with a backward pass that follows the design:
 per step only the recurrent matmuls' transposes and the pointwise vjp run in the reverse loop;
-each recurrent weight's gradient is one matmul over all steps after it.
+each recurrent weight's gradient is one matmul over all steps after it (over each segment, with
+remat).
+
+One step t, with every option (each one off by default, when it costs nothing):
+
+    carry = carry0 where resets[t] else carry          state resets
+    rprojs = recurrent weights · (h ⊙ h_mask, ...)     variational recurrent dropout
+    new, y = cell.pointwise(carry, xp[t], rprojs)
+    new, y = keep ⊙ carry + (1 − keep) ⊙ new           zoneout (y = the zoned h)
+    new, y = (carry, 0) where t ≥ lengths              variable lengths
+
+In the backward pass grad_clip clips the carry's cotangent that each step passes to the one
+before it (Graves 2013); the cotangent a reset sends to carry0 is not clipped. The masks get no
+gradient. remat keeps only every k-th carry in the forward pass and recomputes each segment of k
+steps inside the backward.
 
 Axis letters: T time, B batch. Everything here is time-major.
 """
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 
+from rnn_research.cells import heads
 from rnn_research.cells.base import CellDef
 
 
-def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1):
+def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1, *, resets=None,
+               h_mask=None, zoneout=None, grad_clip: float | None = None, remat=None):
   """Runs the recurrence over precomputed input projections.
 
   Args:
@@ -23,12 +41,135 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1)
     lengths: optional int [B]; steps t >= lengths[b] leave sequence b's carry unchanged and
       output zeros.
     unroll: steps per loop iteration of the scan.
+    resets: optional bool [T, B]; where set, the carry entering step t is carry0 (packed
+      sequences, episode boundaries). Ignored past a sequence's length.
+    h_mask: optional float [B, output_size]: h ⊙ h_mask is what the recurrent weights multiply
+      (variational dropout, one mask per sequence, 1/(1-p) inside); carry and outputs unmasked.
+      Matmuls inside the gate math (the Cho GRU's R_n, MGU, MUT) and FGR's gate recurrence
+      see the carry unmasked.
+    zoneout: optional keep weights, each None or float broadcastable to [T, B, width]: a pair
+      (keep_c, keep_h) for the LSTM (widths hidden_size, output_size), one array keep_h for
+      single-state cells. 0/1 masks drawn per step in training; the rate itself at evaluation.
+    grad_clip: optional float > 0: the carry cotangent passed from step t to t-1 is clipped to
+      [-grad_clip, grad_clip]. Forward unchanged.
+    remat: None, an int k >= 1 or "sqrt": keep every k-th carry (k near sqrt(T)) and recompute
+      inside the backward pass; the same gradients in O(T/k + k) carries of memory.
 
   Returns:
     (final carry, ys [T, B, out]).
   """
+  num_steps, batch = xp.shape[:2]
+  keeps = check_zoneout(cell, zoneout, num_steps, batch)
+  check_grad_clip(grad_clip)
+  segment = segment_length(num_steps, remat)
+  steps, consts = {}, {}
+  if resets is not None:
+    resets = check_resets(resets, num_steps, batch)
+    if lengths is not None:  # past its length a sequence's carry stays as it is
+      resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])
+    steps["reset"] = resets
+  if h_mask is not None:
+    consts["h_mask"] = check_h_mask(cell, h_mask, batch)
+  per_step = ()
+  if keeps is not None:
+    per_step = tuple(k is not None and k.shape[0] > 1 for k in keeps)
+    steps["keep"] = tuple(k if s else None for k, s in zip(keeps, per_step))
+    consts["keep"] = tuple(None if s or k is None else k[0] for k, s in zip(keeps, per_step))
+  config = _Config(cell, unroll, grad_clip, segment, per_step)
   weights = {w: params[w] for w in cell.recurrent_weights}
-  return _recurrence(cell, unroll, weights, cell.pointwise_params(params), xp, carry0, lengths)
+  valid = _valid_steps(num_steps, lengths)
+  if segment is not None and num_steps % segment:
+    # Steps that change nothing in front (at the end they would clip d_final with grad_clip).
+    front = -num_steps % segment
+    pad = lambda a: jnp.pad(a, [(front, 0)] + [(0, 0)] * (a.ndim - 1))
+    valid = pad(jnp.ones((num_steps, batch), bool) if valid is None else valid)
+    final, ys = _recurrence(config, weights, cell.pointwise_params(params), pad(xp), carry0,
+                            valid, jax.tree.map(pad, steps), consts)
+    return final, ys[front:]
+  return _recurrence(config, weights, cell.pointwise_params(params), xp, carry0, valid, steps,
+                     consts)
+
+
+# -- argument checks --------------------------------------------------------------------------
+
+def check_resets(resets, num_steps: int, batch: int):
+  """-> bool [T, B]; integers are read as 0 / nonzero."""
+  resets = jnp.asarray(resets)
+  if resets.shape != (num_steps, batch) or not (
+      resets.dtype == jnp.bool_ or jnp.issubdtype(resets.dtype, jnp.integer)):
+    raise ValueError(f"resets must be bool of shape [time, batch]=({num_steps}, {batch}), "
+                     f"got {resets.dtype} of shape {tuple(resets.shape)}")
+  return resets.astype(bool)
+
+
+def check_h_mask(cell: CellDef, h_mask, batch: int):
+  h_mask = jnp.asarray(h_mask)
+  if h_mask.shape != (batch, cell.output_size) or not jnp.issubdtype(h_mask.dtype, jnp.floating):
+    raise ValueError(f"h_mask must be float of shape [batch, output_size]=({batch}, "
+                     f"{cell.output_size}), got {h_mask.dtype} of shape {tuple(h_mask.shape)}")
+  return h_mask
+
+
+def check_zoneout(cell: CellDef, zoneout, num_steps: int, batch: int):
+  """-> None, or a tuple of keep weights per state of `cell.zoneout_widths`, each None or
+  [T or 1, B or 1, width or 1]."""
+  if zoneout is None:
+    return None
+  widths = cell.zoneout_widths
+  pair = len(widths) == 2
+  if pair != isinstance(zoneout, (tuple, list)) or (pair and len(zoneout) != 2):
+    form = "a pair (keep_c, keep_h)" if pair else "one array keep_h"
+    raise ValueError(f"zoneout must be None or {form} for {type(cell).__name__}, got "
+                     f"{type(zoneout).__name__}")
+  keeps = []
+  for keep, width in zip(zoneout if pair else (zoneout,), widths):
+    if keep is not None:
+      keep = jnp.asarray(keep)
+      full = (num_steps, batch, width)
+      if (keep.ndim > 3 or not jnp.issubdtype(keep.dtype, jnp.floating)
+          or not _broadcasts(keep.shape, full)):
+        raise ValueError(f"zoneout weights must be float and broadcast to [time, batch, width]="
+                         f"{full}, got {keep.dtype} of shape {tuple(keep.shape)}")
+      keep = keep.reshape((1,) * (3 - keep.ndim) + keep.shape)
+    keeps.append(keep)
+  return tuple(keeps)
+
+
+def _broadcasts(shape, full) -> bool:
+  return all(a in (1, b) for a, b in zip(shape[::-1], full[::-1]))
+
+
+def check_grad_clip(grad_clip) -> None:
+  if grad_clip is not None and (isinstance(grad_clip, bool)
+                                or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
+    raise ValueError(f"grad_clip must be None or a float > 0, got {grad_clip!r}")
+
+
+def segment_length(num_steps: int, remat) -> int | None:
+  """The steps between kept carries for `remat` (None: keep every carry). "sqrt" takes the
+  divisor of T nearest to sqrt(T) when one lies within a factor 2 of it (no padding), else
+  ceil(sqrt(T))."""
+  if remat is None:
+    return None
+  if remat == "sqrt":
+    root = math.sqrt(num_steps)
+    divisors = [k for k in range(math.ceil(root / 2), int(2 * root) + 1) if num_steps % k == 0]
+    return min(divisors, key=lambda k: abs(k - root)) if divisors else math.ceil(root)
+  if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
+    raise ValueError(f"remat must be None, a positive int or 'sqrt', got {remat!r}")
+  return min(remat, num_steps)
+
+
+# -- one step -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  """The static part: hashable, a nondiff argument of the custom_vjp."""
+  cell: CellDef
+  unroll: int
+  grad_clip: float | None
+  segment: int | None
+  keep_per_step: tuple[bool, ...]  # per zoneout state: weights vary over time (else constant)
 
 
 def _valid_steps(num_steps, lengths):
@@ -38,8 +179,36 @@ def _valid_steps(num_steps, lengths):
   return jnp.arange(num_steps)[:, None] < lengths[None, :]
 
 
-def _masked_pointwise(cell, pointwise_params, carry, xp_t, rprojs_t, valid_t):
+def _enter(carry, carry0, step_t):
+  """The carry entering the step: carry0 in the rows that reset."""
+  if "reset" not in step_t:
+    return carry
+  reset = step_t["reset"][:, None]
+  return jax.tree.map(lambda c0, c: jnp.where(reset, c0, c), carry0, carry)
+
+
+def _recurrent_inputs(config, consts, carry):
+  cell = config.cell
+  if "h_mask" in consts:
+    carry = cell.drop_recurrent(carry, consts["h_mask"])
+  return cell.recurrent_inputs(carry)
+
+
+def _projections(config, weights, consts, carry):
+  if "h_mask" not in consts:
+    return config.cell.recurrent_projections(weights, carry)
+  rinputs = _recurrent_inputs(config, consts, carry)
+  return tuple(heads.matmul(r, weights[w]) for r, w in zip(rinputs, config.cell.recurrent_weights))
+
+
+def _update(config, consts, pointwise_params, carry, xp_t, rprojs_t, valid_t, step_t):
+  """The step after the recurrent matmuls: gate math, zoneout, lengths -> (carry, y)."""
+  cell = config.cell
   new_carry, y = cell.pointwise(pointwise_params, carry, xp_t, rprojs_t)
+  if "keep" in consts:
+    keeps = tuple(s if per_step else c for s, c, per_step in
+                  zip(step_t["keep"], consts["keep"], config.keep_per_step))
+    new_carry, y = cell.zoneout(carry, new_carry, keeps if len(keeps) == 2 else keeps[0])
   if valid_t is None:
     return new_carry, y
   keep = valid_t[:, None]
@@ -47,57 +216,139 @@ def _masked_pointwise(cell, pointwise_params, carry, xp_t, rprojs_t, valid_t):
   return new_carry, jnp.where(keep, y, jnp.zeros_like(y))
 
 
-def _scan_forward(cell, unroll, weights, pointwise_params, xp, carry0, lengths, save_residuals):
+# -- forward and backward -----------------------------------------------------------------------
+
+def _scan_forward(config, weights, pointwise_params, xp, init, carry0, valid, steps, consts,
+                  save_residuals):
+  """The loop from carry `init` (carry0 is what resets restore)."""
   def step(carry, inputs):
-    xp_t, valid_t = inputs
-    rprojs = cell.recurrent_projections(weights, carry)
-    new_carry, y = _masked_pointwise(cell, pointwise_params, carry, xp_t, rprojs, valid_t)
+    xp_t, valid_t, step_t = inputs
+    carry = _enter(carry, carry0, step_t)
+    rprojs = _projections(config, weights, consts, carry)
+    new_carry, y = _update(config, consts, pointwise_params, carry, xp_t, rprojs, valid_t,
+                           step_t)
     return new_carry, ((y, carry, rprojs) if save_residuals else y)
 
-  return jax.lax.scan(step, carry0, (xp, _valid_steps(xp.shape[0], lengths)), unroll=unroll)
+  return jax.lax.scan(step, init, (xp, valid, steps), unroll=config.unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence(cell, unroll, weights, pointwise_params, xp, carry0, lengths):
-  return _scan_forward(cell, unroll, weights, pointwise_params, xp, carry0, lengths, False)
+def _segments(a, segment):
+  """[T, ...] -> [T / segment, segment, ...]."""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] // segment, segment, *x.shape[1:]), a)
 
 
-def _recurrence_fwd(cell, unroll, weights, pointwise_params, xp, carry0, lengths):
-  final, (ys, carries, rprojs) = _scan_forward(
-      cell, unroll, weights, pointwise_params, xp, carry0, lengths, True)
-  return (final, ys), (weights, pointwise_params, xp, lengths, carries, rprojs)
+def _unsegment(a):
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), a)
 
 
-def _recurrence_bwd(cell, unroll, residuals, cotangents):
-  weights, pointwise_params, xp, lengths, carries, rprojs = residuals
-  d_final, d_ys = cotangents
+def _remat_forward(config, weights, pointwise_params, xp, carry0, valid, steps, consts):
+  """-> (final carry, (ys [T/k, k, B, out], the carry entering each segment))."""
+  def run_segment(carry, inputs):
+    xp_s, valid_s, steps_s = inputs
+    final, ys = _scan_forward(config, weights, pointwise_params, xp_s, carry, carry0, valid_s,
+                              steps_s, consts, False)
+    return final, (ys, carry)
+
+  return jax.lax.scan(run_segment, carry0, _segments((xp, valid, steps), config.segment))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _recurrence(config, weights, pointwise_params, xp, carry0, valid, steps, consts):
+  """valid: None or bool [T, B], False past each sequence's length."""
+  if config.segment is not None:
+    final, (ys, _) = _remat_forward(config, weights, pointwise_params, xp, carry0, valid, steps,
+                                    consts)
+    return final, _unsegment(ys)
+  return _scan_forward(config, weights, pointwise_params, xp, carry0, carry0, valid, steps,
+                       consts, False)
+
+
+def _recurrence_fwd(config, weights, pointwise_params, xp, carry0, valid, steps, consts):
+  if config.segment is not None:
+    final, (ys, saved) = _remat_forward(config, weights, pointwise_params, xp, carry0, valid,
+                                        steps, consts)
+    ys = _unsegment(ys)
+  else:
+    final, (ys, carries, rprojs) = _scan_forward(
+        config, weights, pointwise_params, xp, carry0, carry0, valid, steps, consts, True)
+    saved = (carries, rprojs)
+  return (final, ys), (weights, pointwise_params, xp, carry0, valid, steps, consts, saved)
+
+
+def _backward_step(config, transposed, pointwise_params, consts):
+  """The reverse loop's body on (d carry, d pointwise params[, d carry0 from resets])."""
+  cell = config.cell
   add = lambda a, b: jax.tree.map(jnp.add, a, b)
 
-  # Transposed once, into its own buffer: a dot against R.T inside the loop ran at half speed.
-  transposed = {w: jax.lax.optimization_barrier(weights[w].T) for w in cell.recurrent_weights}
-
   def step(acc, inputs):
-    d_carry, d_pointwise_params = acc
-    carry, xp_t, rprojs_t, valid_t, dy_t = inputs
+    d_carry, d_pointwise_params = acc[:2]
+    carry, xp_t, rprojs_t, valid_t, step_t, dy_t = inputs
     _, pointwise_vjp = jax.vjp(
-        lambda p, c, x, r: _masked_pointwise(cell, p, c, x, r, valid_t),
+        lambda p, c, x, r: _update(config, consts, p, c, x, r, valid_t, step_t),
         pointwise_params, carry, xp_t, rprojs_t)
     d_params_t, d_carry_prev, d_xp_t, d_rprojs_t = pointwise_vjp((d_carry, dy_t))
-    d_rinputs = tuple(dr @ transposed[w] for dr, w in zip(d_rprojs_t, cell.recurrent_weights))
-    _, inputs_vjp = jax.vjp(cell.recurrent_inputs, carry)
+    d_rinputs = tuple(heads.matmul_transposed(dr, transposed[w])
+                      for dr, w in zip(d_rprojs_t, cell.recurrent_weights))
+    _, inputs_vjp = jax.vjp(lambda c: _recurrent_inputs(config, consts, c), carry)
     d_carry_prev = add(d_carry_prev, inputs_vjp(d_rinputs)[0])
-    return (d_carry_prev, add(d_pointwise_params, d_params_t)), (d_xp_t, d_rprojs_t)
+    resets = ()
+    if "reset" in step_t:  # in reset rows the carry came from carry0, not the previous step
+      reset = step_t["reset"][:, None]
+      resets = (jax.tree.map(lambda a, d: a + jnp.where(reset, d, 0), acc[2], d_carry_prev),)
+      d_carry_prev = jax.tree.map(lambda d: jnp.where(reset, jnp.zeros_like(d), d),
+                                  d_carry_prev)
+    if config.grad_clip is not None:
+      clip = config.grad_clip
+      d_carry_prev = jax.tree.map(lambda d: jnp.clip(d, -clip, clip), d_carry_prev)
+    return (d_carry_prev, add(d_pointwise_params, d_params_t), *resets), (d_xp_t, d_rprojs_t)
 
-  zero_params = jax.tree.map(jnp.zeros_like, pointwise_params)
-  valid = _valid_steps(xp.shape[0], lengths)
-  (d_carry0, d_pointwise_params), (d_xp, d_rprojs) = jax.lax.scan(
-      step, (d_final, zero_params), (carries, xp, rprojs, valid, d_ys), reverse=True,
-      unroll=unroll)
-  # dW = sum_t r_tᵀ · d(r_t W): one [rows, T·B] x [T·B, cols] matmul per weight.
-  rinputs = jax.vmap(cell.recurrent_inputs)(carries)
-  d_weights = {w: jnp.einsum("tbi,tbj->ij", r, dr)
-               for w, r, dr in zip(cell.recurrent_weights, rinputs, d_rprojs)}
-  return d_weights, d_pointwise_params, d_xp, d_carry0, None
+  return step
+
+
+def _weight_grads(config, consts, weights, carries, d_rprojs):
+  """dW = Σ_t r_tᵀ · d(r_t W): one [rows, T·B] x [T·B, cols] matmul per weight."""
+  rinputs = jax.vmap(lambda c: _recurrent_inputs(config, consts, c))(carries)
+  return {w: heads.weight_grad(r, dr, weights[w].shape)
+          for w, r, dr in zip(config.cell.recurrent_weights, rinputs, d_rprojs)}
+
+
+def _recurrence_bwd(config, residuals, cotangents):
+  weights, pointwise_params, xp, carry0, valid, steps, consts, saved = residuals
+  d_final, d_ys = cotangents
+  # Transposed once, into its own buffer: a dot against R.T inside the loop ran at half speed.
+  transposed = {w: jax.lax.optimization_barrier(heads.transpose(weights[w]))
+                for w in config.cell.recurrent_weights}
+  step = _backward_step(config, transposed, pointwise_params, consts)
+  init = (d_final, jax.tree.map(jnp.zeros_like, pointwise_params))
+  if "reset" in steps:
+    init += (jax.tree.map(jnp.zeros_like, carry0),)
+
+  if config.segment is None:
+    carries, rprojs = saved
+    acc, (d_xp, d_rprojs) = jax.lax.scan(
+        step, init, (carries, xp, rprojs, valid, steps, d_ys), reverse=True,
+        unroll=config.unroll)
+    d_weights = _weight_grads(config, consts, weights, carries, d_rprojs)
+  else:
+    def segment_backward(outer, inputs):
+      acc, d_weights = outer
+      start, xp_s, valid_s, steps_s, dy_s = inputs
+      _, (_, carries, rprojs) = _scan_forward(config, weights, pointwise_params, xp_s, start,
+                                              carry0, valid_s, steps_s, consts, True)
+      acc, (d_xp_s, d_rprojs) = jax.lax.scan(
+          step, acc, (carries, xp_s, rprojs, valid_s, steps_s, dy_s), reverse=True,
+          unroll=config.unroll)
+      d_weights = jax.tree.map(jnp.add, d_weights,
+                               _weight_grads(config, consts, weights, carries, d_rprojs))
+      return (acc, d_weights), d_xp_s
+
+    zero_weights = jax.tree.map(jnp.zeros_like, weights)
+    (acc, d_weights), d_xp = jax.lax.scan(
+        segment_backward, (init, zero_weights),
+        (saved, *_segments((xp, valid, steps, d_ys), config.segment)), reverse=True)
+    d_xp = _unsegment(d_xp)
+  d_carry0 = acc[0] if len(acc) == 2 else jax.tree.map(jnp.add, acc[0], acc[2])
+  return d_weights, acc[1], d_xp, d_carry0, None, None, None
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -1,7 +1,8 @@
 """Running a cell over whole sequences: input checks, batch-/time-major, variable lengths,
-reverse and bidirectional. Pure functions of (cell, params, inputs).
+state resets, reverse and bidirectional. Pure functions of (cell, params, inputs).
 
-Shapes: xs [B, T, D] batch-first (or [T, B, D] with time_major=True); lengths [B] ints in [1, T].
+Shapes: xs [B, T, D] batch-first (or [T, B, D] with time_major=True); lengths [B] ints in [1, T];
+resets [B, T] bool (or [T, B]), True at the first step of each new segment.
 """
 import jax
 import jax.numpy as jnp
@@ -18,13 +19,14 @@ def check_backend(backend: str) -> None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def recurrence_for(backend: str, cell: CellDef):
+def recurrence_for(backend: str, cell: CellDef, **options):
   """The recurrence of a backend: "pallas" runs the kernels (interpreted on a CPU), "auto"
-  runs them on GPU/TPU where they support the cell and the scan elsewhere."""
+  runs them on GPU/TPU where they support the cell and the `options` (the recurrence's keyword
+  options that are set) and the scan elsewhere."""
   if backend == "scan":
     return recurrence
   from kernels import rnn  # Pallas is imported only when a kernel backend is asked for
-  if backend == "auto" and not rnn.supports(cell):
+  if backend == "auto" and not rnn.supports(cell, **options):
     return recurrence
   return rnn.recurrence
 
@@ -39,7 +41,8 @@ def check_inputs(xs, in_features: int, time_major: bool) -> None:
   if not jnp.issubdtype(xs.dtype, jnp.floating):
     raise ValueError(f"xs must be floating point, got {xs.dtype}")
   if 0 in xs.shape[:2]:
-    raise ValueError(f"xs must have at least one batch entry and one step, got shape {tuple(xs.shape)}")
+    raise ValueError(f"xs must have at least one batch entry and one step, got shape "
+                     f"{tuple(xs.shape)}")
 
 
 def check_lengths(lengths, batch: int, num_steps: int):
@@ -70,6 +73,29 @@ def check_carry(carry, expected, argument: str = "initial_carry") -> None:
                        f"{tuple(got.shape)}")
 
 
+def check_resets(resets, batch: int, num_steps: int, time_major: bool):
+  """Returns resets as bool [T, B] (or None)."""
+  if resets is None:
+    return None
+  resets = jnp.asarray(resets)
+  layout, shape = (("[time, batch]", (num_steps, batch)) if time_major
+                   else ("[batch, time]", (batch, num_steps)))
+  if resets.shape != shape or not (resets.dtype == jnp.bool_
+                                   or jnp.issubdtype(resets.dtype, jnp.integer)):
+    raise ValueError(f"resets must be bool of shape {layout}={shape}, got {resets.dtype} of "
+                     f"shape {tuple(resets.shape)}")
+  resets = resets.astype(bool)
+  return resets if time_major else resets.T
+
+
+def reverse_resets(resets, lengths):
+  """The resets of the reverse run of time-major resets [T, B]. A segment [s, e] of a sequence
+  of length L runs in reverse as steps [L-1-e, L-1-s]; it begins where the forward run's next
+  segment begins one step later, so the reverse run resets at step t' iff resets[L - t']."""
+  later = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)  # resets[t + 1]
+  return reverse_sequences(later, lengths)
+
+
 def reverse_sequences(xs, lengths):
   """Reverses each sequence's valid span in time-major xs [T, B, ...]; padding stays at the end."""
   if lengths is None:
@@ -81,7 +107,8 @@ def reverse_sequences(xs, lengths):
 
 
 def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse: bool = False,
-        time_major: bool = False, unroll: int = 1, backend: str = "scan"):
+        time_major: bool = False, unroll: int = 1, backend: str = "scan", resets=None,
+        **options):
   """Runs `cell` over `xs`.
 
   Args:
@@ -95,6 +122,12 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
       with the inputs.
     unroll: time steps per scan iteration.
     backend: "scan", "pallas" or "auto" (see `recurrence_for`).
+    resets: optional bool [B, T] ([T, B] if time_major): the carry entering a marked step is
+      initial_carry again, so packed sequences run as if each segment ran alone. With reverse,
+      each segment runs backwards from its own last step.
+    **options: h_mask, zoneout, grad_clip, remat of `layers.recurrence.recurrence` (the masks
+      indexed by the recurrence's steps: zoneout weights are time-major [T, B, width], in the
+      order the run visits the steps).
 
   Returns:
     (ys [B, T, out] (or [T, B, out]), final carry).
@@ -105,6 +138,7 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     xs = jnp.swapaxes(xs, 0, 1)
   num_steps, batch = xs.shape[:2]
   lengths = check_lengths(lengths, batch, num_steps)
+  resets = check_resets(resets, batch, num_steps, time_major)
   dtype = jnp.result_type(xs, *jax.tree.leaves(params))
   default_carry = cell.initial_carry((batch,), dtype)
   if initial_carry is None:
@@ -114,8 +148,12 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     initial_carry = jax.tree.map(lambda c: jnp.asarray(c, dtype), initial_carry)
   if reverse:
     xs = reverse_sequences(xs, lengths)
+    if resets is not None:
+      resets = reverse_resets(resets, lengths)
+  options = {k: v for k, v in dict(options, resets=resets).items() if v is not None}
   xp = cell.input_projection(params, xs)
-  final, ys = recurrence_for(backend, cell)(cell, params, xp, initial_carry, lengths, unroll)
+  final, ys = recurrence_for(backend, cell, **options)(cell, params, xp, initial_carry, lengths,
+                                                       unroll, **options)
   if reverse:
     ys = reverse_sequences(ys, lengths)
   return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
@@ -123,14 +161,20 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
 
 def run_bidirectional(cell: CellDef, params_forward, params_backward, xs, *, initial_carry=None,
                       lengths=None, time_major: bool = False, unroll: int = 1,
-                      backend: str = "scan"):
+                      backend: str = "scan", resets=None, options_forward=None,
+                      options_backward=None, **options):
   """A forward and a reverse run of `cell`; outputs concatenated [..., 2·out] (forward first).
 
-  initial_carry and the returned final carry are (forward carry, backward carry).
+  initial_carry and the returned final carry are (forward carry, backward carry). resets
+  mark segment starts in the inputs' order (see `run`); the reverse run restarts at each
+  segment's last step. options go to both runs, options_forward / options_backward (dicts,
+  e.g. each direction's own dropout masks) to one.
   """
   carry_forward, carry_backward = (None, None) if initial_carry is None else initial_carry
-  options = dict(lengths=lengths, time_major=time_major, unroll=unroll, backend=backend)
-  ys_f, final_f = run(cell, params_forward, xs, initial_carry=carry_forward, **options)
+  options = dict(options, lengths=lengths, time_major=time_major, unroll=unroll,
+                 backend=backend, resets=resets)
+  ys_f, final_f = run(cell, params_forward, xs, initial_carry=carry_forward,
+                      **options, **(options_forward or {}))
   ys_b, final_b = run(cell, params_backward, xs, initial_carry=carry_backward, reverse=True,
-                      **options)
+                      **options, **(options_backward or {}))
   return jnp.concatenate([ys_f, ys_b], axis=-1), (final_f, final_b)

@@ -1,32 +1,18 @@
-"""Next-step prediction: a recurrent backbone reads x(1..t) and a linear head predicts step t+1.
+"""Next-step prediction: a backbone reads x(1..t) and a linear head predicts step t+1.
 
 Inputs [B, T, D] (piano rolls) or token ids [B, T] (characters, embedded first); output logits
 [B, T, K]: 88 independent sigmoid units for piano rolls, a softmax over the vocabulary for text.
 """
 from flax import nnx
 
-from rnn_research.layers import GRU, LSTM, SimpleRNN
-
-BACKBONES = ("lstm", "gru", "rnn")
-
-
-def make_backbone(config, in_features: int, rngs: nnx.Rngs):
-  """The recurrent stack named by config.cell ("lstm" with config.variant, "gru", "rnn")."""
-  common = dict(num_layers=config.num_layers, backend=config.backend, rngs=rngs)
-  if config.cell == "lstm":
-    return LSTM(in_features, config.hidden_size, variant=config.variant, **common)
-  if config.cell == "gru":
-    return GRU(in_features, config.hidden_size, **common)
-  if config.cell == "rnn":
-    return SimpleRNN(in_features, config.hidden_size, **common)
-  raise ValueError(f"model.cell must be one of {BACKBONES}, got {config.cell!r}")
+from rnn_research.models.backbones import make_backbone
 
 
 class NextStepModel(nnx.Module):
   """Backbone + linear read-out at every step.
 
   Args:
-    config: model config (cell, variant, hidden_size, num_layers, backend).
+    config: model config (backbone, hidden_size, num_layers, ...; see `make_backbone`).
     in_features: D of float inputs, or the vocabulary size for token ids (`embed=True`).
     out_features: K, units of the output layer.
     embed: inputs are token ids, embedded to hidden_size first.

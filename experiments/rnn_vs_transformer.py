@@ -1,0 +1,210 @@
+"""Recurrent networks vs masked self-attention vs convolutions vs a sliding-window MLP, at
+matched parameter counts, on the same data with the same training budget.
+
+    # smoke: JSB Chorales and the adding problem (T = 50), five backbones at ~20K parameters,
+    # one trial each, 2 epochs: ~250 CPU-seconds, 5 minutes on 2 shared cores (load 5)
+    python -m launch.local --study=experiments/rnn_vs_transformer.py:smoke --workers=2
+    # the full study: 10 benchmarks x 6 backbones x 3 sizes, 8 trials each (1440 trials; not run
+    # yet: weeks of CPU, GPU work); restrict it with --config.variants, e.g. JSB only:
+    python -m launch.local --study=experiments/rnn_vs_transformer.py --workers=8 \
+        --config.variants="$(python -c 'from experiments.rnn_vs_transformer import variants; \
+                             print(variants(["jsb"]))')"
+
+A variant is `<benchmark>-<backbone>-<size>`, e.g. `jsb-transformer-200k`:
+- benchmarks: `jsb` (JSB Chorales, NLL per frame; `--config.jsb_data=standard
+  --config.data_path=...JSB_Chorales.mat` for the standard file), `abc` (folk tunes, bits per
+  character), `adding<T>` (the adding problem, MSE) and `copy<T>` (the copy task, NLL per step)
+  at T = 100, 200, 500, 1000;
+- backbones: `lstm_V` (the Odyssey vanilla LSTM), `lstm_CIFG` (its cheapest variant as good as
+  V: coupled input and forget gates), `gru`, `tcn` (Bai et al. 2018; as many blocks as make its
+  receptive field cover the sequence), `mlp` (a window of 8 steps), `transformer` (2 pre-LN
+  blocks, 4 heads, rotary positions);
+- sizes: a parameter count (`50k`, `200k`, `1m`), met by choosing the width
+  (`rnn_research.models.sizing.match_width` on the real model).
+Each variant is an Optuna study (`rnn_vs_transformer/<variant>`) with a random search over the
+learning rate (Adam) and dropout. The report (`rnn_research.analysis.comparison`) plots the test
+metric against parameters and against training time, the generation latency per token against
+position (from `benchmarks/results/generation_latency.json`), and samples of the best models.
+Expected (published): on JSB, LSTMs near 8.5 nats per frame and Bai et al.'s TCN 8.10 on the
+standard file; on the long copy and adding tasks the MLP and short-window models stay at the
+baseline while the LSTM, GRU and Transformer solve them.
+"""
+import functools
+import json
+import re
+
+import ml_collections
+
+from rnn_research import train
+
+BENCHMARKS = ("jsb", "abc") + tuple(f"{task}{length}" for task in ("adding", "copy")
+                                    for length in (100, 200, 500, 1000))
+# backbone -> its model config (hidden_size is chosen per size; num_layers of the TCN per length)
+BACKBONES = {
+    "lstm_V": dict(backbone="lstm", variant="V", num_layers=1),
+    "lstm_CIFG": dict(backbone="lstm", variant="CIFG", num_layers=1),
+    "gru": dict(backbone="gru", num_layers=1),
+    "tcn": dict(backbone="tcn", kernel_size=3),
+    "mlp": dict(backbone="mlp", num_layers=2, window=8),
+    "transformer": dict(backbone="transformer", num_layers=2, num_heads=4, positions="rotary"),
+}
+SIZES = ("50k", "200k", "1m")
+# The params the trials of a pack share (dropout is part of the compiled program).
+PACK_SHARED_PARAMS = ("dropout",)
+# The longest sequence of each benchmark, which the TCN's receptive field covers.
+JSB_MAX_LENGTH, ABC_MAX_LENGTH = 160, 512
+TCN_MAX_BLOCKS = 10
+_VARIANT = re.compile(r"^(jsb|abc|adding\d+|copy\d+)-([A-Za-z_]+)-(\d+)([km])$")
+
+
+def variants(benchmarks=BENCHMARKS, backbones=tuple(BACKBONES), sizes=SIZES) -> tuple[str, ...]:
+  """Every `<benchmark>-<backbone>-<size>` of the given lists."""
+  return tuple(f"{b}-{n}-{s}" for b in benchmarks for n in backbones for s in sizes)
+
+
+def parse_variant(name: str) -> tuple[str, str, int]:
+  """`jsb-gru-200k` -> ("jsb", "gru", 200000); ValueError naming the valid forms."""
+  match = _VARIANT.match(name) if isinstance(name, str) else None
+  if not match or match.group(2) not in BACKBONES:
+    raise ValueError(f"variant must be <benchmark>-<backbone>-<size> with a benchmark jsb, abc, "
+                     f"adding<T> or copy<T>, a backbone of {sorted(BACKBONES)} and a size like "
+                     f"50k or 1m, got {name!r}")
+  scale = {"k": 1_000, "m": 1_000_000}[match.group(4)]
+  return match.group(1), match.group(2), int(match.group(3)) * scale
+
+
+def check_variant(name: str) -> None:
+  """The launcher's check of a variant name before any trial starts."""
+  parse_variant(name)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """arg: None (the full study) or "smoke" (minutes on a laptop CPU)."""
+  trial = train.default_config()
+  trial.update(optimizer="adam", batch_size=32, clip_norm=1.0, max_epochs=60, patience=8,
+               pad_multiple=32)
+  config = ml_collections.ConfigDict(dict(
+      name="rnn_vs_transformer",
+      variants=variants(),
+      trials_per_variant=8,
+      pack_size=1,  # > 1: this many trials of a variant share dropout and train as one program
+      jsb_data="music21",  # or "standard", with data_path
+      synthetic=dict(train_size=10_000, eval_size=1_000),
+      abc_max_epochs=10,   # the folk tunes are ~100x JSB's characters: fewer passes, same for all
+      trial=trial,
+  ))
+  config.data_path = config.trial.get_ref("data_path")
+  config.data_dir = config.trial.get_ref("data_dir")
+  if arg == "smoke":
+    config.variants = variants(("jsb", "adding50"), ("lstm_V", "gru", "tcn", "mlp", "transformer"),
+                               ("20k",))
+    config.trials_per_variant = 1
+    config.synthetic.update(train_size=256, eval_size=64)
+    # One padded length (the longest chorale has 193 frames): one program to compile per trial.
+    config.trial.update(max_epochs=2, patience=2, pad_multiple=200)
+  elif arg is not None:
+    raise ValueError(f"unknown config argument {arg!r}; use none (the full study) or 'smoke'")
+  config.lock()
+  return config
+
+
+def search_space():
+  """{param: Optuna distribution}: Adam's learning rate and the dropout rate."""
+  import optuna  # pylint: disable=g-import-not-at-top
+  return {
+      "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+      "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
+  }
+
+
+def prepare_data(config) -> None:
+  """Builds the datasets the variants need, once, before the workers start."""
+  from rnn_research import data  # pylint: disable=g-import-not-at-top
+  from rnn_research.tasks.next_step import DATASETS  # pylint: disable=g-import-not-at-top
+  benchmarks = {parse_variant(v)[0] for v in config.variants}
+  if "jsb" in benchmarks:
+    data.builder(DATASETS[config.jsb_data][0], data_dir=config.data_dir or None,
+                 path=config.data_path or None)
+  if "abc" in benchmarks:
+    data.builder("abc_tunes", data_dir=config.data_dir or None)
+
+
+def tcn_blocks(length: int, kernel_size: int) -> int:
+  """The fewest blocks whose receptive field 1 + 2(k - 1)(2^L - 1) covers `length` steps."""
+  blocks = 1
+  while 1 + 2 * (kernel_size - 1) * (2 ** blocks - 1) < length and blocks < TCN_MAX_BLOCKS:
+    blocks += 1
+  return blocks
+
+
+def _benchmark_trial(trial, config, benchmark: str) -> None:
+  """Sets the task, data and budget of `benchmark` on a trial config."""
+  synthetic = re.match(r"^(adding|copy)(\d+)$", benchmark)
+  if synthetic:
+    trial.task, trial.data = synthetic.group(1), benchmark
+    trial.pad_multiple = 1  # every sequence of a synthetic task has the same length
+    trial.task_options = dict(length=int(synthetic.group(2)), **config.synthetic.to_dict())
+  elif benchmark == "jsb":
+    trial.task, trial.data = "next_step", config.jsb_data
+  else:
+    trial.task, trial.data = "next_step", "abc_tunes"
+    trial.max_epochs = min(trial.max_epochs, config.abc_max_epochs)
+
+
+def sequence_length(benchmark: str) -> int:
+  """The longest input a benchmark's model reads (the copy task adds 20 steps)."""
+  synthetic = re.match(r"^(adding|copy)(\d+)$", benchmark)
+  if not synthetic:
+    return JSB_MAX_LENGTH if benchmark == "jsb" else ABC_MAX_LENGTH
+  return int(synthetic.group(2)) + (20 if synthetic.group(1) == "copy" else 0)
+
+
+def model_factory(trial):
+  """(model_config) -> the trial's model, built without its data (for parameter counts)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from rnn_research.models import NextStepModel  # pylint: disable=g-import-not-at-top
+  from rnn_research.tasks import synthetic  # pylint: disable=g-import-not-at-top
+  if trial.task == "adding":
+    return lambda model: synthetic.LastStepRegressor(model, 2, rngs=nnx.Rngs(0))
+  if trial.task == "copy":
+    units, embed = synthetic.COPY_VOCABULARY, True
+  elif trial.data == "abc_tunes":
+    from rnn_research import data  # pylint: disable=g-import-not-at-top
+    units, embed = len(data.load_vocabulary("abc_tunes", data_dir=trial.data_dir or None)), True
+  else:
+    units, embed = 88, False
+  return lambda model: NextStepModel(model, units, units, embed=embed, rngs=nnx.Rngs(0))
+
+
+@functools.lru_cache(maxsize=None)
+def _matched_width(trial_json: str, target: int) -> int:
+  """The width of the trial's model closest to `target` parameters (cached per model and data:
+  the trials of a variant share it)."""
+  from rnn_research.models.sizing import match_width  # pylint: disable=g-import-not-at-top
+  from rnn_research.transformer import width_step  # pylint: disable=g-import-not-at-top
+  trial = ml_collections.ConfigDict(json.loads(trial_json))
+  make, model = model_factory(trial), trial.model
+
+  def build(width):
+    model.hidden_size = width
+    return make(model)
+
+  step = width_step(model.num_heads, model.positions) if model.backbone == "transformer" else 1
+  return match_width(build, target, step=step)
+
+
+def trial_config(config, variant: str, params: dict, seed: int) -> ml_collections.ConfigDict:
+  """The train config of one trial of `variant` with sampled `params` and its own `seed`."""
+  benchmark, backbone, target = parse_variant(variant)
+  trial = ml_collections.ConfigDict(config.trial.to_dict())
+  trial.seed = seed
+  _benchmark_trial(trial, config, benchmark)
+  trial.model.update(BACKBONES[backbone])  # unlocked: adds the backbone's own keys
+  if backbone == "tcn":
+    trial.model.num_layers = tcn_blocks(sequence_length(benchmark), trial.model.kernel_size)
+  shape = {k: trial[k] for k in ("task", "data", "data_dir")} | {"model": trial.model.to_dict()}
+  trial.model.hidden_size = _matched_width(json.dumps(shape, sort_keys=True), target)
+  trial.model.dropout = float(params["dropout"])
+  trial.learning_rate = float(params["learning_rate"])
+  trial.lock()
+  return trial

@@ -1,0 +1,392 @@
+"""The report of the RNN-vs-Transformer study (experiments/rnn_vs_transformer.py):
+`<sweep_dir>/report/report.md`, its PNG figures, sample files and `summary.json`.
+
+Reads the studies `rnn_vs_transformer/<benchmark>-<backbone>-<size>` and each trial's workdir.
+Per variant the *best trial* is the one with the lowest validation NLL; its test metric (NLL per
+frame for JSB, bits per character for the folk tunes, MSE for the adding problem, NLL per step
+and copy accuracy for the copy task) is what the tables and figures show:
+- the headline table: each backbone's best trial over sizes, per benchmark;
+- per benchmark, test metric against parameters and against training wall time;
+- generation latency per token against position, from `benchmarks/results/
+  generation_latency.json` (`python -m benchmarks.generation_latency`);
+- samples from the best model of each backbone: chorales as piano-roll PNG and ABC text, folk
+  tunes as ABC text and, where music21 can read it, a piano roll.
+"""
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+
+import numpy as np
+
+from rnn_research.analysis import records as rec
+from rnn_research.analysis import samples as render
+from rnn_research.analysis.tables import fmt, markdown_table
+
+STUDY_NAME = "rnn_vs_transformer"
+SWEEP_FILE = "sweep.json"
+REPORT_DIR = "report"
+LATENCY_FILE = (pathlib.Path(__file__).parents[2] / "benchmarks" / "results"
+                / "generation_latency.json")
+# benchmark family -> (result key of its test metric, what it is); lower is better for all.
+METRICS = {"jsb": ("test_nll", "test NLL (nats per frame)"),
+           "abc": ("test_bits_per_character", "test bits per character"),
+           "adding": ("test_nll", "test MSE"),
+           "copy": ("test_nll", "test NLL (nats per step)")}
+BACKBONE_ORDER = ("lstm_V", "lstm_CIFG", "gru", "tcn", "mlp", "transformer")
+SAMPLE_FRAMES, SAMPLE_CHARACTERS, SAMPLE_SEED = 64, 600, 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+  """One trial of one variant, as the launcher recorded it (None where it has no value)."""
+  variant: str
+  benchmark: str
+  backbone: str
+  size: str
+  number: int
+  status: str
+  params: dict
+  result: dict
+  workdir: str | None
+  wall_time: float | None
+
+  @property
+  def family(self) -> str:
+    return re.sub(r"\d+$", "", self.benchmark)
+
+  @property
+  def metric(self) -> float | None:
+    value = self.result.get(METRICS[self.family][0])
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def is_comparison_sweep(sweep_dir: str) -> bool:
+  """Whether the sweep directory was written by this study (its sweep.json names it)."""
+  path = os.path.join(sweep_dir, SWEEP_FILE)
+  if not os.path.isfile(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("config", {}).get("name") == STUDY_NAME
+
+
+def _size_value(size: str) -> float:
+  return float(size[:-1]) * {"k": 1e3, "m": 1e6}.get(size[-1], 1.0)
+
+
+def _wall_time(sweep_dir: str, workdir: str | None) -> float | None:
+  """Training time of a trial: the wall_time of the last line of its metrics.jsonl."""
+  rows = rec.read_metrics(os.path.join(sweep_dir, workdir, rec.METRICS_FILE)) if workdir else None
+  times = [r["wall_time"] for r in rows or [] if isinstance(r.get("wall_time"), (int, float))]
+  return float(times[-1]) if times else None
+
+
+def load_trials(sweep_dir: str, url: str) -> list[Trial]:
+  """Every trial of every `rnn_vs_transformer/<variant>` study in the storage at `url`."""
+  import optuna  # pylint: disable=g-import-not-at-top
+
+  prefix = STUDY_NAME + "/"
+  names = sorted(n for n in optuna.get_all_study_names(url) if n.startswith(prefix))
+  if not names:
+    raise rec.SweepError(f"no Optuna study named '{prefix}<variant>' in {url}")
+  trials = []
+  for name in names:
+    variant = name[len(prefix):]
+    benchmark, backbone, size = (variant.split("-") + ["?", "?"])[:3]
+    for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False):
+      status = rec._status(t)  # pylint: disable=protected-access  (one reading of states)
+      workdir = t.user_attrs.get("workdir")
+      trials.append(Trial(variant, benchmark, backbone, size, t.number, status, dict(t.params),
+                          dict(t.user_attrs), workdir, _wall_time(sweep_dir, workdir)))
+  return trials
+
+
+def best_trials(trials: list[Trial]) -> dict[str, Trial]:
+  """{variant: its completed trial with the lowest validation NLL}."""
+  best = {}
+  for t in trials:
+    valid = t.result.get("valid_nll")
+    if t.status != rec.COMPLETED or valid is None or not math.isfinite(valid) or t.metric is None:
+      continue
+    if t.variant not in best or valid < best[t.variant].result["valid_nll"]:
+      best[t.variant] = t
+  return best
+
+
+def _ordered(names) -> list[str]:
+  order = {b: i for i, b in enumerate(BACKBONE_ORDER)}
+  return sorted(set(names), key=lambda n: (order.get(n, len(order)), n))
+
+
+def _benchmarks(trials) -> list[str]:
+  families = list(METRICS)
+  return sorted({t.benchmark for t in trials},
+                key=lambda b: (families.index(re.sub(r"\d+$", "", b)),
+                               int(re.sub(r"^\D+", "", b) or 0)))
+
+
+def best_per_backbone(best: dict[str, Trial], benchmark: str) -> dict[str, Trial]:
+  """{backbone: its best trial over sizes (by validation NLL)} on one benchmark."""
+  out = {}
+  for t in best.values():
+    if t.benchmark == benchmark and (t.backbone not in out or t.result["valid_nll"]
+                                     < out[t.backbone].result["valid_nll"]):
+      out[t.backbone] = t
+  return {b: out[b] for b in _ordered(out)}
+
+
+def _cell(t: Trial | None) -> str:
+  if t is None:
+    return "–"
+  extra = (f", {fmt(t.result.get('test_accuracy'), '.0%')} acc." if t.family == "copy"
+           and t.result.get("test_accuracy") is not None else "")
+  return f"{fmt(t.metric)} ({_params(t)}{extra})"
+
+
+def _params(t: Trial) -> str:
+  count = t.result.get("num_params")
+  return "–" if count is None else f"{count / 1e3:.0f}K" if count < 1e6 else f"{count / 1e6:.2f}M"
+
+
+def headline_table(best: dict[str, Trial], benchmarks: list[str]) -> str:
+  """Rows: backbones; columns: benchmarks; cells: the best trial's test metric (its size)."""
+  per = {b: best_per_backbone(best, b) for b in benchmarks}
+  backbones = _ordered(n for p in per.values() for n in p)
+  header = ["backbone"] + [f"{b}: {METRICS[re.sub(r'[0-9]+$', '', b)][1].replace('test ', '')}"
+                           for b in benchmarks]
+  return markdown_table(header, [[n] + [_cell(per[b].get(n)) for b in benchmarks]
+                                 for n in backbones])
+
+
+def _size_table(best: dict[str, Trial], benchmark: str) -> str:
+  rows = sorted((t for t in best.values() if t.benchmark == benchmark),
+                key=lambda t: (BACKBONE_ORDER.index(t.backbone) if t.backbone in BACKBONE_ORDER
+                               else len(BACKBONE_ORDER), _size_value(t.size)))
+  return markdown_table(
+      ["variant", "parameters", METRICS[rows[0].family][1], "valid loss", "train time (s)",
+       "epochs", "learning rate", "dropout"],
+      [[t.variant, f"{t.result.get('num_params', 0):,}", fmt(t.metric),
+        fmt(t.result.get("valid_nll")), fmt(t.wall_time, ".0f"), str(t.result.get("epochs", "–")),
+        fmt(t.params.get("learning_rate"), ".2e"), fmt(t.params.get("dropout"), ".2f")]
+       for t in rows])
+
+
+def _color(backbone: str) -> str:
+  """One colour per backbone in every figure."""
+  order = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
+  return f"C{order % 10}"
+
+
+def _log_axis(axis) -> None:
+  """A log axis labelled at 1, 2 and 5 times powers of ten, in plain numbers."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+  axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+  axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def metric_figure(best: dict[str, Trial], benchmark: str, path: str) -> str:
+  """Two panels: the test metric of each variant's best trial against its parameters and
+  against its training wall time, a line per backbone."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  family = re.sub(r"\d+$", "", benchmark)
+  for backbone in _ordered(t.backbone for t in best.values() if t.benchmark == benchmark):
+    points = sorted((t for t in best.values()
+                     if t.benchmark == benchmark and t.backbone == backbone),
+                    key=lambda t: t.result.get("num_params", 0))
+    axes[0].plot([t.result.get("num_params") for t in points], [t.metric for t in points], "o-",
+                 label=backbone, color=_color(backbone))
+    timed = [t for t in points if t.wall_time is not None]
+    axes[1].plot([t.wall_time for t in timed], [t.metric for t in timed], "o-", label=backbone,
+                 color=_color(backbone))
+  baseline = next((t.result.get("baseline_nll") for t in best.values()
+                   if t.benchmark == benchmark and t.result.get("baseline_nll") is not None
+                   and family != "abc"), None)
+  for ax, xlabel in zip(axes, ("parameters", "training wall time (s)")):
+    if baseline is not None:
+      ax.axhline(baseline, color="0.4", linestyle="--", linewidth=1, label="baseline")
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(METRICS[family][1])
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(benchmark)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def latency_section(out_dir: str, latency_file=LATENCY_FILE) -> list[str]:
+  lines = ["## Generation latency per token against position", ""]
+  if not os.path.isfile(latency_file):
+    return lines + [f"No `{latency_file}`: run `python -m benchmarks.generation_latency`.", ""]
+  with open(latency_file) as f:
+    result = json.load(f)
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4))
+  by_backbone = {}
+  for row in result["rows"]:
+    by_backbone.setdefault(row["backbone"], []).append(row)
+  for backbone in _ordered(by_backbone):
+    rows = sorted(by_backbone[backbone], key=lambda r: r["position"])
+    ax.plot([r["position"] for r in rows], [r["median_ms"] for r in rows], "o-", label=backbone,
+            color=_color(backbone))
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  _log_axis(ax.yaxis)
+  ax.set_xlabel("position of the generated token")
+  ax.set_ylabel("median ms per token")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.savefig(os.path.join(out_dir, "latency.png"), dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  positions = sorted({r["position"] for r in result["rows"]})
+  table = markdown_table(
+      ["backbone"] + [f"ms at {p}" for p in positions],
+      [[b] + [fmt(next((r["median_ms"] for r in by_backbone[b] if r["position"] == p), None))
+              for p in positions] for b in _ordered(by_backbone)])
+  return lines + [
+      f"Measured by `{result.get('command', 'benchmarks/generation_latency.py')}` on "
+      f"{result.get('device', '?')} ({result.get('date', '?')}), every backbone in one run: "
+      "the median time of one decoding step (batch "
+      f"{result.get('batch', '?')}) with the state of a sequence at that position. The "
+      "recurrent state, the TCN's buffers and the MLP's window are the same size at every "
+      "position; the Transformer's key/value cache holds every earlier step.", "",
+      "![Latency per token](latency.png)", "", table, ""]
+
+
+def _restore_best(sweep_dir: str, trial: Trial):
+  """(the trial's config, its task, its model with the best checkpoint's parameters)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from rnn_research.checkpoint import Checkpoints  # pylint: disable=g-import-not-at-top
+  from rnn_research.tasks import make_task  # pylint: disable=g-import-not-at-top
+  workdir = os.path.join(sweep_dir, trial.workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  task = make_task(config)
+  model = task.make_model(config.model, nnx.Rngs(0))
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
+  checkpoints = Checkpoints(workdir)
+  try:
+    params, _ = checkpoints.restore("best", nnx.state(model, nnx.Param))
+  finally:
+    checkpoints.close()
+    logging.set_verbosity(verbosity)
+  nnx.update(model, params)
+  return config, task, model
+
+
+def _chorales(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
+  import jax  # pylint: disable=g-import-not-at-top
+  from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  rolls, lines = {}, []
+  for backbone, trial in best.items():
+    _, _, model = _restore_best(sweep_dir, trial)
+    roll = np.asarray(decoding.sample_piano_rolls(model, jax.random.key(SAMPLE_SEED), 1,
+                                                  SAMPLE_FRAMES))[0]
+    rolls[backbone] = roll
+    text = render.roll_to_abc(roll, title=f"{trial.variant} trial {trial.number}")
+    with open(os.path.join(out_dir, f"chorale_{backbone}.abc"), "w") as f:
+      f.write(text)
+    lines += [f"**{backbone}** ({trial.variant}, trial {trial.number}):", "", "```abc",
+              text.rstrip(), "```", ""]
+  render.plot_piano_rolls(rolls, os.path.join(out_dir, "chorales.png"),
+                          title=f"Sampled chorales, {SAMPLE_FRAMES} quarter notes")
+  return ["### Chorales (JSB)", "", "![Sampled chorales](chorales.png)", ""] + lines
+
+
+def _folk_tunes(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
+  import jax  # pylint: disable=g-import-not-at-top
+  from rnn_research import data  # pylint: disable=g-import-not-at-top
+  from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  rolls, lines = {}, []
+  for backbone, trial in best.items():
+    config, _, model = _restore_best(sweep_dir, trial)
+    vocab = data.load_vocabulary("abc_tunes", data_dir=config.data_dir or None)
+    ids, length = decoding.sample_tokens(model, jax.random.key(SAMPLE_SEED), 1, SAMPLE_CHARACTERS,
+                                         start_id=vocab.start_id, end_id=vocab.end_id)
+    text = vocab.decode(np.asarray(ids)[0, :int(length[0])])
+    with open(os.path.join(out_dir, f"tune_{backbone}.abc"), "w") as f:
+      f.write(text)
+    roll = render.abc_to_roll(text)
+    readable = "read by music21" if roll is not None else "not readable as ABC by music21"
+    if roll is not None:
+      rolls[backbone] = roll
+    lines += [f"**{backbone}** ({trial.variant}, trial {trial.number}; {readable}):", "",
+              "```abc", text.rstrip(), "```", ""]
+  figure = []
+  if rolls:
+    render.plot_piano_rolls(rolls, os.path.join(out_dir, "tunes.png"),
+                            title="Sampled folk tunes read by music21 (a frame per beat)")
+    figure = ["![Sampled folk tunes](tunes.png)", ""]
+  return ["### Folk tunes (ABC)", ""] + figure + lines
+
+
+def samples_section(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
+  lines = ["## Samples from the best model of each backbone", "",
+           f"Drawn at temperature 1 (seed {SAMPLE_SEED}) from the best trial of each backbone "
+           "over sizes (lowest validation NLL).", ""]
+  benchmarks = {t.benchmark for t in best.values()}
+  if "jsb" in benchmarks:
+    lines += _chorales(sweep_dir, out_dir, best_per_backbone(best, "jsb"))
+  if "abc" in benchmarks:
+    lines += _folk_tunes(sweep_dir, out_dir, best_per_backbone(best, "abc"))
+  if not benchmarks & {"jsb", "abc"}:
+    lines += ["No completed JSB or folk-tune trial: no samples.", ""]
+  return lines
+
+
+def _summary(best: dict[str, Trial]) -> dict:
+  return {"variants": {v: {"trial": t.number, "num_params": t.result.get("num_params"),
+                           "valid_nll": t.result.get("valid_nll"), "metric": METRICS[t.family][0],
+                           "test": t.metric, "test_accuracy": t.result.get("test_accuracy"),
+                           "wall_time": t.wall_time, "params": t.params}
+                       for v, t in sorted(best.items())}}
+
+
+def write_report(sweep_dir: str, storage: str | None = None, *,
+                 latency_file=LATENCY_FILE) -> str:
+  """Writes `<sweep_dir>/report/` (report.md, figures, samples, summary.json); returns the path
+  of report.md."""
+  url = rec.storage_url(sweep_dir, storage)
+  trials = load_trials(sweep_dir, url)
+  out_dir = os.path.join(sweep_dir, REPORT_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  best = best_trials(trials)
+  benchmarks = [b for b in _benchmarks(trials) if any(t.benchmark == b for t in best.values())]
+  counts = {s: sum(t.status == s for t in trials) for s in rec.STATUSES}
+  lines = ["# Recurrent networks vs Transformers vs convolutions vs a sliding-window MLP", "",
+           f"- Sweep: `{sweep_dir}` (storage `{url}`)",
+           f"- Trials: {len(trials)} in {len({t.variant for t in trials})} variant studies: "
+           + ", ".join(f"{n} {s}" for s, n in counts.items()), "",
+           "## Headline: each backbone's best trial", "",
+           "Test metric of the trial with the lowest validation NLL over all sizes (its "
+           "parameters in brackets); lower is better.", ""]
+  lines += [headline_table(best, benchmarks) if benchmarks else "No completed trial yet.", ""]
+  for benchmark in benchmarks:
+    name = f"metric_{benchmark}.png"
+    metric_figure(best, benchmark, os.path.join(out_dir, name))
+    lines += [f"## {benchmark}", "", f"![{benchmark}]({name})", "",
+              _size_table(best, benchmark), ""]
+  lines += latency_section(out_dir, latency_file)
+  lines += samples_section(sweep_dir, out_dir, best)
+  path = os.path.join(out_dir, "report.md")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  with open(os.path.join(out_dir, "summary.json"), "w") as f:
+    json.dump(_summary(best), f, indent=1)
+  return path

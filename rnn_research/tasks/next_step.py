@@ -1,0 +1,54 @@
+"""Next-step prediction on piano rolls (88 sigmoids, NLL in nats per frame summed over keys, each
+sequence's first frame unscored) or characters (softmax, NLL per character, also reported in bits
+per character). `config.data` names the dataset."""
+from rnn_research import metrics
+from rnn_research.models import NextStepModel
+from rnn_research.tasks import register
+from rnn_research.tasks.base import Task
+
+# config.data -> (TFDS name, kind)
+DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
+            "standard": ("jsb_chorales/standard", "piano_roll"),
+            "abc_tunes": ("abc_tunes", "characters")}
+
+
+def piano_roll_loss(model, batch):
+  logits = model(batch["inputs"], batch["lengths"])
+  return metrics.piano_roll_nll(logits, batch["targets"], metrics.scored_frames(batch["mask"]))
+
+
+def character_loss(model, batch):
+  logits = model(batch["inputs"], batch["lengths"])
+  return metrics.character_nll(logits, batch["targets"], batch["mask"])
+
+
+def eval_batches(sources, config, transform) -> dict:
+  """{"validation": [batch], "test": [batch]}: each split in order, padded, batches of
+  config.eval_batch_size."""
+  from rnn_research import data  # pylint: disable=g-import-not-at-top  (heavy, lazy)
+  return {split: list(data.Loader(sources[split], config.eval_batch_size, transform=transform,
+                                  shuffle=False, num_epochs=1, pad_multiple=config.pad_multiple))
+          for split in ("validation", "test")}
+
+
+@register("next_step")
+def next_step_task(config) -> Task:
+  from rnn_research import data  # pylint: disable=g-import-not-at-top
+  if config.data not in DATASETS:
+    raise ValueError(f"data must be one of {sorted(DATASETS)}, got {config.data!r}")
+  name, kind = DATASETS[config.data]
+  options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
+  sources = {split: data.load(name, split, **options) for split in ("train", "validation", "test")}
+  if kind == "piano_roll":
+    transform, loss, units, embed = data.piano_roll_next_step, piano_roll_loss, 88, False
+    baseline = float(sources["test"].info.metadata["statistics"]["frequency_nll_test"])
+  else:
+    vocab = data.load_vocabulary(name, data_dir=options["data_dir"])
+    transform, loss, units, embed = data.char_next_step(vocab), character_loss, len(vocab), True
+    baseline = None
+
+  def make_model(model_config, rngs):
+    return NextStepModel(model_config, units, units, embed=embed, rngs=rngs)
+
+  return Task(sources["train"], eval_batches(sources, config, transform), transform, make_model,
+              loss, baseline_nll=baseline, bits_per_character=kind == "characters")
