@@ -167,3 +167,19 @@ def supported_platform(platform: str | None = None) -> bool:
 def log_once(message: str) -> None:
   """Logs `message` at WARNING the first time it is seen in this process."""
   logger.warning(message)
+
+
+def split_refs(refs, sizes):
+  """Splits a kernel's flat refs into consecutive groups of the given sizes (a size may be a
+  bool: an optional operand)."""
+  out, refs = [], list(refs)
+  for size in sizes:
+    out.append(tuple(refs[:size]))
+    refs = refs[size:]
+  assert not refs
+  return out
+
+
+def optional_ref(group):
+  """The ref of an optional operand's group, or None when it was not passed."""
+  return group[0] if group else None

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from kernels import autodiff
-from kernels.platforms import Target, block_spec
+from kernels.platforms import Target, block_spec, optional_ref, split_refs
 from kernels.programs import Program
 
 f32 = jnp.float32
@@ -60,20 +60,6 @@ class _KernelConfig(SequenceConfig):
     return sum(m is not None for m in self.keep_modes)
 
 
-def _split(refs, sizes):
-  """Splits the flat kernel refs into groups of the given sizes."""
-  out, refs = [], list(refs)
-  for size in sizes:
-    out.append(tuple(refs[:size]))
-    refs = refs[size:]
-  assert not refs
-  return out
-
-
-def _one(group):
-  return group[0] if group else None
-
-
 def _weights(cfg, weight_refs):
   """The weights as values loaded once before the loop, or as the refs themselves, read at
   each matmul (on TPU: loading all of R into values at each step spilled 8.7 MiB at H=1024)."""
@@ -100,9 +86,9 @@ def _forward_kernel(*refs, cfg: _KernelConfig):
   p = cfg.program
   ns, nw, nsm = cfg.counts
   (lengths_ref, resets_ref, (xp_ref,), states0, h_mask_ref, keep_refs, weight_refs, small_refs,
-   seqs, finals) = _split(refs, (cfg.masked, cfg.resets, 1, ns, cfg.h_mask, cfg.num_keeps, nw,
-                                 nsm, ns, ns))
-  lengths_ref, resets_ref, h_mask_ref = map(_one, (lengths_ref, resets_ref, h_mask_ref))
+   seqs, finals) = split_refs(refs, (cfg.masked, cfg.resets, 1, ns, cfg.h_mask, cfg.num_keeps,
+                                      nw, nsm, ns, ns))
+  lengths_ref, resets_ref, h_mask_ref = map(optional_ref, (lengths_ref, resets_ref, h_mask_ref))
   chunk = pl.program_id(2)
   initial = tuple(s[...].astype(f32) for s in states0)
   if cfg.single_chunk:
@@ -137,10 +123,10 @@ def _backward_kernel(*refs, cfg: _KernelConfig):
   ns, nw, nsm = cfg.counts
   (lengths_ref, resets_ref, (xp_ref,), entering_refs, d_seq_refs, d_final_refs, h_mask_ref,
    keep_refs, weight_refs, small_refs, (d_xp_ref,), d_rp_refs, d_state_refs, d_reset_refs,
-   d_small_refs) = _split(refs, (cfg.masked, cfg.resets, 1, ns, ns, ns, cfg.h_mask,
-                                 cfg.num_keeps, nw, nsm, 1, not p.same_grads, ns,
-                                 ns * cfg.resets, nsm))
-  lengths_ref, resets_ref, h_mask_ref = map(_one, (lengths_ref, resets_ref, h_mask_ref))
+   d_small_refs) = split_refs(refs, (cfg.masked, cfg.resets, 1, ns, ns, ns, cfg.h_mask,
+                                      cfg.num_keeps, nw, nsm, 1, not p.same_grads, ns,
+                                      ns * cfg.resets, nsm))
+  lengths_ref, resets_ref, h_mask_ref = map(optional_ref, (lengths_ref, resets_ref, h_mask_ref))
   chunk = pl.program_id(2)
   first_t = (pl.num_programs(2) - 1 - chunk) * cfg.block_t  # chunks run backwards in time
   zeros = lambda refs: tuple(jnp.zeros(r.shape, f32) for r in refs)
@@ -195,7 +181,8 @@ def _kernel_config(cfg, num_steps, states0, weights, small, extras):
     modes = tuple(None if k is None else ("step" if k.ndim == 3 else "const")
                   for k in extras.keeps)
   return _KernelConfig(cfg.program, cfg.target, cfg.block_b, cfg.block_t,
-                       extras.lengths is not None, cfg.grad_clip, counts=(len(states0), len(weights), len(small)),
+                       extras.lengths is not None, cfg.grad_clip,
+                       counts=(len(states0), len(weights), len(small)),
                        num_chunks=num_steps // cfg.block_t, resets=extras.resets is not None,
                        h_mask=extras.h_mask is not None, keep_modes=modes)
 

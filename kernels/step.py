@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from kernels import autodiff
-from kernels.platforms import Target, block_spec
+from kernels.platforms import Target, block_spec, optional_ref, split_refs
 from kernels.programs import Packed, Program
 
 f32 = jnp.float32
@@ -124,19 +124,6 @@ def _rprojs(cfg, read, weight_refs):
   return tuple(out)
 
 
-def _split(refs, sizes):
-  out, refs = [], list(refs)
-  for size in sizes:
-    out.append(tuple(refs[:size]))
-    refs = refs[size:]
-  assert not refs
-  return out
-
-
-def _one(group):
-  return group[0] if group else None
-
-
 @dataclasses.dataclass(frozen=True)
 class _Flags:
   """Which options a step kernel gets: lengths, reset, mask and the zoneout modes."""
@@ -168,9 +155,10 @@ def _forward_kernel(*refs, cfg: StepConfig, flags: _Flags, counts):
   p = cfg.program
   ns, nw, nsm = counts
   (valid_ref, reset_ref, (xp_ref,), state_refs, s0_refs, mask_ref, keep_refs, weight_refs,
-   small_refs, out_refs) = _split(refs, (flags.masked, flags.reset, 1, ns, ns * flags.reset,
-                                         flags.h_mask, flags.num_keeps, nw, nsm, ns))
-  valid_ref, reset_ref, mask_ref = map(_one, (valid_ref, reset_ref, mask_ref))
+   small_refs, out_refs) = split_refs(refs, (flags.masked, flags.reset, 1, ns,
+                                              ns * flags.reset, flags.h_mask, flags.num_keeps,
+                                              nw, nsm, ns))
+  valid_ref, reset_ref, mask_ref = map(optional_ref, (valid_ref, reset_ref, mask_ref))
   reset = None if reset_ref is None else reset_ref[...] > 0
   read = _reader(cfg, state_refs, s0_refs, reset, mask_ref)
   xs = tuple(xp_ref[k].astype(f32) for k in range(p.num_gates))
@@ -187,10 +175,10 @@ def _backward_kernel(*refs, cfg: StepConfig, flags: _Flags, counts):
   p = cfg.program
   ns, nw, nsm = counts
   (valid_ref, (xp_ref,), state_refs, d_new_refs, mask_ref, keep_refs, weight_refs, small_refs,
-   (d_xs_ref,), d_rp_refs, d_state_refs, d_small_refs) = _split(
+   (d_xs_ref,), d_rp_refs, d_state_refs, d_small_refs) = split_refs(
        refs, (flags.masked, 1, ns, ns, flags.h_mask, flags.num_keeps, nw, nsm, 1,
               not p.same_grads, ns, nsm))
-  valid_ref, mask_ref = _one(valid_ref), _one(mask_ref)
+  valid_ref, mask_ref = optional_ref(valid_ref), optional_ref(mask_ref)
   read = _reader(cfg, state_refs, (), None, mask_ref)
   xs = tuple(xp_ref[k].astype(f32) for k in range(p.num_gates))
   states = tuple(_columns(cfg, read, k, r.shape[-1]) for k, r in enumerate(state_refs))
