@@ -3,7 +3,7 @@
 """
 import importlib
 
-from rnn_research.tasks.base import Batch, Task
+from rnn_research.tasks.base import Task
 
 # config.task -> the module that registers it (imported lazily: data and models are heavy).
 MODULES = {

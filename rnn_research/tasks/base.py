@@ -3,7 +3,15 @@ training loop (`rnn_research.train`) runs any of them."""
 import dataclasses
 from typing import Callable
 
-Batch = dict  # numpy arrays: "inputs", "lengths", "mask" and what the task's transform adds
+
+def eval_batches(sources, config, transform=None, pad_multiple: int | None = None) -> dict:
+  """{"validation": [batch], "test": [batch]}: each split of `sources` in order, in batches of
+  config.eval_batch_size padded to a multiple of `pad_multiple` (default config.pad_multiple)."""
+  from rnn_research import data  # pylint: disable=g-import-not-at-top  (heavy, lazy)
+  pad_multiple = config.pad_multiple if pad_multiple is None else pad_multiple
+  return {split: list(data.Loader(sources[split], config.eval_batch_size, transform=transform,
+                                  shuffle=False, num_epochs=1, pad_multiple=pad_multiple))
+          for split in ("validation", "test")}
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ import math
 from rnn_research.models.classifier import SequenceClassifier, classification_loss, correct
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
-from rnn_research.tasks.next_step import eval_batches
+from rnn_research.tasks.base import eval_batches
 
 DATASETS = ("abc_tunes", "imdb_reviews")
 LABELS = ("key", "meter")

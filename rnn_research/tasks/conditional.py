@@ -18,7 +18,7 @@ from rnn_research.models.conditional import ConditionalGenerator
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
 from rnn_research.tasks.classify import most_frequent
-from rnn_research.tasks.next_step import eval_batches
+from rnn_research.tasks.base import eval_batches
 
 
 def tune_examples(source, max_chars: int) -> list[dict]:

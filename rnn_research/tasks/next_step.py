@@ -4,7 +4,7 @@ per character). `config.data` names the dataset."""
 from rnn_research import metrics
 from rnn_research.models import NextStepModel
 from rnn_research.tasks import register
-from rnn_research.tasks.base import Task
+from rnn_research.tasks.base import Task, eval_batches
 
 # config.data -> (TFDS name, kind)
 DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
@@ -20,15 +20,6 @@ def piano_roll_loss(model, batch):
 def character_loss(model, batch):
   logits = model(batch["inputs"], batch["lengths"])
   return metrics.character_nll(logits, batch["targets"], batch["mask"])
-
-
-def eval_batches(sources, config, transform) -> dict:
-  """{"validation": [batch], "test": [batch]}: each split in order, padded, batches of
-  config.eval_batch_size."""
-  from rnn_research import data  # pylint: disable=g-import-not-at-top  (heavy, lazy)
-  return {split: list(data.Loader(sources[split], config.eval_batch_size, transform=transform,
-                                  shuffle=False, num_epochs=1, pad_multiple=config.pad_multiple))
-          for split in ("validation", "test")}
 
 
 @register("next_step")

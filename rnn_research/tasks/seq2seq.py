@@ -20,7 +20,7 @@ from rnn_research.models.seq2seq import Seq2Seq, decoder_inputs
 from rnn_research.models.tagger import correct_steps, tagging_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
-from rnn_research.tasks.next_step import eval_batches
+from rnn_research.tasks.base import eval_batches
 
 GENERATED = ("reverse", "sort", "add")
 DATASETS = GENERATED + ("abc_transpose",)

@@ -14,7 +14,7 @@ from rnn_research.models import NextStepModel
 from rnn_research.models.streaming import check_recurrent, tbptt_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
-from rnn_research.tasks.next_step import eval_batches
+from rnn_research.tasks.base import eval_batches
 
 
 def stream_task(splits: dict, vocab_size: int, config) -> Task:

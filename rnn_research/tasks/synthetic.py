@@ -18,7 +18,7 @@ from rnn_research import metrics
 from rnn_research.data import synthetic
 from rnn_research.models import NextStepModel, make_backbone
 from rnn_research.tasks import register
-from rnn_research.tasks.base import Task
+from rnn_research.tasks.base import Task, eval_batches
 
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 COPY_VOCABULARY = synthetic.COPY_DELIMITER + 1  # blank, 8 symbols, delimiter
@@ -54,13 +54,6 @@ def _sources(task: str, options: dict) -> dict:
           for split, seed in SPLIT_SEEDS.items()}
 
 
-def _eval_batches(sources, config) -> dict:
-  from rnn_research import data  # pylint: disable=g-import-not-at-top  (grain, lazily)
-  return {split: list(data.Loader(sources[split], config.eval_batch_size, shuffle=False,
-                                  num_epochs=1))
-          for split in ("validation", "test")}
-
-
 def _squared_error(model, batch):
   errors = model(batch["inputs"], batch["lengths"]) - batch["targets"]
   return jnp.sum(errors ** 2), errors.shape[0]
@@ -69,7 +62,7 @@ def _squared_error(model, batch):
 @register("adding")
 def adding_task(config) -> Task:
   sources = _sources("adding", _options(config))
-  return Task(sources["train"], _eval_batches(sources, config), transform=None,
+  return Task(sources["train"], eval_batches(sources, config, pad_multiple=1), transform=None,
               make_model=lambda model_config, rngs: LastStepRegressor(model_config, 2, rngs=rngs),
               loss=_squared_error, baseline_nll=synthetic.adding_baseline())
 
@@ -93,7 +86,7 @@ def _copy_accuracy(model, batch):
 def copy_task(config) -> Task:
   options = _options(config)
   sources = _sources("copy", options)
-  return Task(sources["train"], _eval_batches(sources, config), transform=None,
+  return Task(sources["train"], eval_batches(sources, config, pad_multiple=1), transform=None,
               make_model=lambda model_config, rngs: NextStepModel(
                   model_config, COPY_VOCABULARY, COPY_VOCABULARY, embed=True, rngs=rngs),
               loss=_copy_loss, metrics=_copy_accuracy,

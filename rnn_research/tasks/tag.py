@@ -11,8 +11,8 @@ import numpy as np
 
 from rnn_research.models.tagger import SequenceTagger, correct_steps, tagging_loss
 from rnn_research.tasks import register
-from rnn_research.tasks.base import Task
-from rnn_research.tasks.next_step import DATASETS, eval_batches
+from rnn_research.tasks.base import Task, eval_batches
+from rnn_research.tasks.next_step import DATASETS
 
 
 def frequency_nll(train, test) -> float:
