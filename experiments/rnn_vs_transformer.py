@@ -4,6 +4,10 @@ matched parameter counts, on the same data with the same training budget.
     # smoke: JSB Chorales and the adding problem (T = 50), five backbones at ~20K parameters,
     # one trial each, 2 epochs: ~250 CPU-seconds, 5 minutes on 2 shared cores (load 5)
     python -m launch.local --study=experiments/rnn_vs_transformer.py:smoke --workers=2
+    # cpu: the README's table. JSB, the adding and copy tasks at T = 100 (50K and 200K
+    # parameters) and the folk tunes (50K), six backbones, 2 trials each (84 trials in 42 packs):
+    # about 80 minutes on 2 CPU cores
+    python -m launch.local --study=experiments/rnn_vs_transformer.py:cpu --workers=2
     # the full study: 10 benchmarks x 6 backbones x 3 sizes, 8 trials each (1440 trials; not run
     # yet: weeks of CPU, GPU work); restrict it with --config.variants, e.g. JSB only:
     python -m launch.local --study=experiments/rnn_vs_transformer.py --workers=8 \
@@ -79,31 +83,46 @@ def check_variant(name: str) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: None (the full study) or "smoke" (minutes on a laptop CPU)."""
+  """arg: None (the full study), "cpu" (the README's table: 2 hours on 2 CPU cores) or "smoke"
+  (minutes on a laptop CPU)."""
   trial = train.default_config()
-  trial.update(optimizer="adam", batch_size=32, clip_norm=1.0, max_epochs=60, patience=8,
-               pad_multiple=32)
+  trial.update(optimizer="adam", batch_size=32, clip_norm=1.0, max_epochs=60, patience=8)
   config = ml_collections.ConfigDict(dict(
       name="rnn_vs_transformer",
       variants=variants(),
       trials_per_variant=8,
       pack_size=1,  # > 1: this many trials of a variant share dropout and train as one program
       jsb_data="music21",  # or "standard", with data_path
-      synthetic=dict(train_size=10_000, eval_size=1_000),
-      abc_max_epochs=10,   # the folk tunes are ~100x JSB's characters: fewer passes, same for all
+      # The training budget of each benchmark, the same for every backbone and size. The folk
+      # tunes are ~100x JSB's characters: fewer passes.
+      budgets=dict(jsb=dict(max_epochs=60, pad_multiple=32),
+                   abc=dict(max_epochs=10, pad_multiple=32),
+                   synthetic=dict(max_epochs=60, train_size=10_000, eval_size=1_000)),
       trial=trial,
   ))
   config.data_path = config.trial.get_ref("data_path")
   config.data_dir = config.trial.get_ref("data_dir")
-  if arg == "smoke":
+  if arg == "cpu":
+    # The long sequences (T >= 200) and the 1M models are GPU work; the folk tunes at one size.
+    config.variants = (variants(("jsb", "adding100", "copy100"), sizes=("50k", "200k"))
+                       + variants(("abc",), sizes=("50k",)))
+    config.trials_per_variant, config.pack_size = 2, 2
+    config.trial.patience = 6
+    # One padded length for JSB (the longest chorale has 193 frames), four for the tunes: few
+    # programs to compile.
+    config.budgets.update(jsb=dict(max_epochs=40, pad_multiple=200),
+                          abc=dict(max_epochs=1, pad_multiple=128),
+                          synthetic=dict(max_epochs=12, train_size=2_000, eval_size=500))
+  elif arg == "smoke":
     config.variants = variants(("jsb", "adding50"), ("lstm_V", "gru", "tcn", "mlp", "transformer"),
                                ("20k",))
     config.trials_per_variant = 1
-    config.synthetic.update(train_size=256, eval_size=64)
-    # One padded length (the longest chorale has 193 frames): one program to compile per trial.
-    config.trial.update(max_epochs=2, patience=2, pad_multiple=200)
+    config.trial.patience = 2
+    config.budgets.update(jsb=dict(max_epochs=2, pad_multiple=200),
+                          synthetic=dict(max_epochs=2, train_size=256, eval_size=64))
   elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none (the full study) or 'smoke'")
+    raise ValueError(f"unknown config argument {arg!r}; use none (the full study), 'cpu' or "
+                     f"'smoke'")
   config.lock()
   return config
 
@@ -141,14 +160,16 @@ def _benchmark_trial(trial, config, benchmark: str) -> None:
   """Sets the task, data and budget of `benchmark` on a trial config."""
   synthetic = re.match(r"^(adding|copy)(\d+)$", benchmark)
   if synthetic:
+    budget = config.budgets.synthetic
     trial.task, trial.data = synthetic.group(1), benchmark
     trial.pad_multiple = 1  # every sequence of a synthetic task has the same length
-    trial.task_options = dict(length=int(synthetic.group(2)), **config.synthetic.to_dict())
-  elif benchmark == "jsb":
-    trial.task, trial.data = "next_step", config.jsb_data
+    trial.task_options = dict(length=int(synthetic.group(2)), train_size=budget.train_size,
+                              eval_size=budget.eval_size)
   else:
-    trial.task, trial.data = "next_step", "abc_tunes"
-    trial.max_epochs = min(trial.max_epochs, config.abc_max_epochs)
+    budget = config.budgets[benchmark]
+    trial.task, trial.data = "next_step", config.jsb_data if benchmark == "jsb" else "abc_tunes"
+    trial.pad_multiple = budget.pad_multiple
+  trial.max_epochs = budget.max_epochs
 
 
 def sequence_length(benchmark: str) -> int:

@@ -190,7 +190,7 @@ def _fresh_meta(workdirs: list[str]) -> dict:
   return {"epoch": 0, "workdirs": workdirs, "status": ["running"] * size, "epochs": [0] * size,
           "best_valid": [math.inf] * size, "best_epoch": [0] * size,
           "at_best": [{} for _ in range(size)], "bad_epochs": [0] * size,
-          "diverged_step": [None] * size}
+          "diverged_step": [None] * size, "wall_time": 0.0}
 
 
 def _result(meta: dict, k: int, num_params: int, task: Task) -> dict:
@@ -245,7 +245,8 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   bar = _progress(config.max_epochs, f"trials {files[0].path.name}"
                   + (f" +{size - 1}" if size > 1 else ""))
   bar.update(meta["epoch"])
-  start = time.time()
+  # Training time counts on from the checkpoint (older checkpoints did not record it).
+  start = time.time() - meta.get("wall_time", 0.0)
   try:
     while meta["epoch"] < config.max_epochs and "running" in meta["status"]:
       epoch = meta["epoch"] + 1
@@ -292,7 +293,7 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
         _log_line(bar, f"{files[k].path} epoch {epoch}: train {record['train_loss']:.4f} valid "
                        f"{valid[k]:.4f} (best {meta['best_valid'][k]:.4f} at epoch "
                        f"{meta['best_epoch'][k]})")
-      meta["epoch"] = epoch
+      meta["epoch"], meta["wall_time"] = epoch, time.time() - start
       checkpoints[0].save("latest", epoch, state, {**meta, "loader": loader.get_state()})
       bar.update(1)
   finally:

@@ -55,6 +55,22 @@ def test_variants_parse_and_bad_ones_are_named():
       study.check_variant(bad)
 
 
+def test_each_benchmark_trains_on_its_own_budget():
+  config = study.get_config("cpu")
+  assert all(study.parse_variant(v) for v in config.variants)
+  params = {"learning_rate": 1e-3, "dropout": 0.0}
+  budgets = config.budgets
+  for variant, budget in (("jsb-gru-50k", budgets.jsb), ("abc-mlp-50k", budgets.abc)):
+    trial = study.trial_config(config, variant, params, seed=0)
+    assert (trial.max_epochs, trial.pad_multiple) == (budget.max_epochs, budget.pad_multiple)
+  trial = study.trial_config(config, "copy100-tcn-200k", params, seed=0)
+  assert trial.max_epochs == budgets.synthetic.max_epochs
+  assert (trial.task_options.train_size, trial.task_options.eval_size) == (
+      budgets.synthetic.train_size, budgets.synthetic.eval_size)
+  with pytest.raises(ValueError, match="'gpu'.*'cpu'"):
+    study.get_config("gpu")
+
+
 def test_trial_configs_match_size_and_cover_the_sequence():
   config = study.get_config()
   params = {"learning_rate": 3e-3, "dropout": 0.25}

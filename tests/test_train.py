@@ -87,8 +87,10 @@ def test_killed_trial_resumes_to_the_same_result(fake_chorales, tmp_path):
   assert not (workdir / "result.json").exists()
   resumed = train.train_and_evaluate(config, workdir)
   assert resumed == whole
-  epochs = [json.loads(l)["epoch"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert epochs == list(range(1, 9))
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [row["epoch"] for row in rows] == list(range(1, 9))
+  wall_times = [row["wall_time"] for row in rows]  # counted on from the checkpoint
+  assert wall_times == sorted(wall_times)
 
 
 def test_diverging_trial_is_recorded(fake_chorales, tmp_path):
