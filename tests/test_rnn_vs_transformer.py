@@ -81,6 +81,10 @@ def test_trial_configs_match_size_and_cover_the_sequence():
       lambda: TCN(1, 1, num_layers=blocks, kernel_size=3, rngs=nnx.Rngs(0))).receptive_field
   assert receptive_field(trial.model.num_layers) >= 220 > receptive_field(
       trial.model.num_layers - 1)
+  # The folk tunes are cut to the length the TCN's receptive field covers.
+  trial = study.trial_config(config, "abc-tcn-50k", params, seed=0)
+  assert trial.task_options.max_length == study.ABC_MAX_LENGTH
+  assert receptive_field(trial.model.num_layers) >= study.ABC_MAX_LENGTH
   trial = study.trial_config(config, "adding100-transformer-50k", params, seed=0)
   make = study.model_factory(trial)
 
@@ -155,6 +159,10 @@ def test_report_takes_each_backbones_best_trial_on_validation():
       {"gru": 1, "tcn": 4}
   table = comparison.headline_table(best, ["jsb"])
   assert "| gru | 8.900 (1K) |" in table and "| tcn | 8.100 (1K) |" in table
+  near_1m = {v: _trial(v, 0, 8.0, 8.0, params=n)
+             for v, n in (("jsb-gru-1m", 999_499), ("jsb-tcn-1m", 999_985))}
+  table = comparison.headline_table(near_1m, ["jsb"])
+  assert "| gru | 8.000 (999K) |" in table and "| tcn | 8.000 (1.00M) |" in table
 
 
 def test_smoke_study_runs_end_to_end(fake_chorales, tmp_path):

@@ -118,6 +118,27 @@ def test_bad_config_values(fake_chorales, tmp_path, key, value, message):
     train.train_and_evaluate(small_config(fake_chorales, **{key: value}), tmp_path)
 
 
+def test_max_length_cuts_every_split_to_its_first_steps(fake_chorales):
+  """task_options.max_length keeps the first steps of every sequence (12 to 39 frames here) in
+  training and evaluation; a bad value is refused naming the option."""
+  whole = train.make_task(small_config(fake_chorales))
+  cut = train.make_task(small_config(fake_chorales, task_options={"max_length": 20}))
+  lengths = []
+  for split, batches in whole.eval_batches.items():
+    for full, short in zip(batches, cut.eval_batches[split], strict=True):
+      np.testing.assert_array_equal(short["lengths"], np.minimum(full["lengths"], 20))
+      steps, kept = short["inputs"].shape[1], short["mask"]
+      np.testing.assert_array_equal(kept, full["mask"][:, :steps] & (np.arange(steps) < 20))
+      for key in ("inputs", "targets"):
+        np.testing.assert_array_equal(short[key][kept], full[key][:, :steps][kept])
+      lengths += list(full["lengths"])
+  assert max(lengths) > 20 > min(lengths)
+  example = cut.transform(cut.train[0])
+  assert len(example["inputs"]) == len(example["targets"]) == min(20, len(cut.train[0]["roll"]))
+  with pytest.raises(ValueError, match=r"task_options.max_length must be an int >= 0.*-1"):
+    train.make_task(small_config(fake_chorales, task_options={"max_length": -1}))
+
+
 def test_pack_equals_its_trials_trained_alone(fake_chorales, tmp_path):
   """A pack (one vmapped program) gives each trial the result it gets alone, given the same
   data order (the same seed); a diverging member leaves the others untouched."""

@@ -148,7 +148,9 @@ def _cell(t: Trial | None) -> str:
 
 def _params(t: Trial) -> str:
   count = t.result.get("num_params")
-  return "–" if count is None else f"{count / 1e3:.0f}K" if count < 1e6 else f"{count / 1e6:.2f}M"
+  if count is None:
+    return "–"
+  return f"{count / 1e3:.0f}K" if count < 999_500 else f"{count / 1e6:.2f}M"  # not "1000K"
 
 
 def headline_table(best: dict[str, Trial], benchmarks: list[str]) -> str:
@@ -319,7 +321,10 @@ def _folk_tunes(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
   for backbone, trial in best.items():
     config, _, model = _restore_best(sweep_dir, trial)
     vocab = data.load_vocabulary("abc_tunes", data_dir=config.data_dir or None)
-    ids, length = decoding.sample_tokens(model, jax.random.key(SAMPLE_SEED), 1, SAMPLE_CHARACTERS,
+    # No longer than the tunes the model was trained on (task_options.max_length, 0 = whole).
+    trained_length = (config.get("task_options") or {}).get("max_length", 0)
+    steps = min(SAMPLE_CHARACTERS, trained_length or SAMPLE_CHARACTERS)
+    ids, length = decoding.sample_tokens(model, jax.random.key(SAMPLE_SEED), 1, steps,
                                          start_id=vocab.start_id, end_id=vocab.end_id)
     text = vocab.decode(np.asarray(ids)[0, :int(length[0])])
     with open(os.path.join(out_dir, f"tune_{backbone}.abc"), "w") as f:

@@ -7,6 +7,7 @@ Public API:
   Loader(source, batch_size, transform=..., seed=...)       padded batches, resumable
   pad_batch(examples), epoch_batches(...)                   the pieces Loader is made of
   piano_roll_next_step, char_next_step, char_classify       example -> inputs/targets
+  cropped(transform, max_length)                            ... cut to the first steps
   SyntheticSource("adding" | "temporal_order" | "copy", length, size, seed)
   adding_problem, temporal_order_problem, copy_problem      batch generators, and baselines
   read_polyphonic_file(path), frequency_model_nll, roll_statistics
@@ -40,5 +41,10 @@ from rnn_research.data.synthetic import (
     temporal_order_baseline,
     temporal_order_problem,
 )
-from rnn_research.data.transforms import char_classify, char_next_step, piano_roll_next_step
+from rnn_research.data.transforms import (
+    char_classify,
+    char_next_step,
+    cropped,
+    piano_roll_next_step,
+)
 from rnn_research.data.vocabulary import Vocabulary

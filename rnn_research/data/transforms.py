@@ -6,6 +6,8 @@
 - `char_next_step(vocab)`: `{"text": str}` -> ids `<start> text <end>`; inputs are all but the
   last id, targets all but the first, both `[len(text) + 1]`.
 - `char_classify(vocab, label_ids, label_key)`: text ids as inputs and a class id as target.
+- `cropped(transform, max_length)`: `transform` with its sequences cut to the first `max_length`
+  steps (for models with a bounded context, e.g. full attention over long folk tunes).
 """
 
 from typing import Any, Callable
@@ -36,6 +38,20 @@ def char_next_step(vocab: Vocabulary, text_key: str = "text") -> Callable[[Examp
     return {"inputs": ids[:-1], "targets": ids[1:]}
 
   return transform
+
+
+def cropped(transform: Callable[[Example], Example],
+            max_length: int) -> Callable[[Example], Example]:
+  """`transform` whose `inputs` and `targets` (both `[T, ...]`) keep their first `max_length`
+  steps: `[min(T, max_length), ...]`."""
+  if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+    raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+
+  def transform_and_crop(example: Example) -> Example:
+    out = transform(example)
+    return out | {key: out[key][:max_length] for key in ("inputs", "targets")}
+
+  return transform_and_crop
 
 
 def char_classify(

@@ -1,6 +1,12 @@
 """Next-step prediction on piano rolls (88 sigmoids, NLL in nats per frame summed over keys, each
 sequence's first frame unscored) or characters (softmax, NLL per character, also reported in bits
-per character). `config.data` names the dataset."""
+per character). `config.data` names the dataset.
+
+config.task_options (optional):
+  max_length (0): cut every sequence of every split to its first max_length steps (0 = whole
+    sequences); the metrics are then those of the sequences' beginnings (the piano rolls'
+    baseline stays that of whole sequences).
+"""
 from rnn_research import metrics
 from rnn_research.models import NextStepModel
 from rnn_research.tasks import register
@@ -28,6 +34,10 @@ def next_step_task(config) -> Task:
   if config.data not in DATASETS:
     raise ValueError(f"data must be one of {sorted(DATASETS)}, got {config.data!r}")
   name, kind = DATASETS[config.data]
+  max_length = (config.get("task_options") or {}).get("max_length", 0)
+  if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 0:
+    raise ValueError(f"task_options.max_length must be an int >= 0 (0 = whole sequences), got "
+                     f"{max_length!r}")
   options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
   sources = {split: data.load(name, split, **options) for split in ("train", "validation", "test")}
   if kind == "piano_roll":
@@ -37,6 +47,8 @@ def next_step_task(config) -> Task:
     vocab = data.load_vocabulary(name, data_dir=options["data_dir"])
     transform, loss, units, embed = data.char_next_step(vocab), character_loss, len(vocab), True
     baseline = None
+  if max_length:
+    transform = data.cropped(transform, max_length)
 
   def make_model(model_config, rngs):
     return NextStepModel(model_config, units, units, embed=embed, rngs=rngs)
