@@ -1,7 +1,17 @@
-"""Test set-up: float64 on (tests choose each array's dtype explicitly), a seeded generator."""
+"""Test set-up: float64 on (tests choose each array's dtype explicitly), a seeded generator, and
+one persistent compilation cache for every process of a run (pytest's workers and the trials and
+sweeps that tests start), since the many small trainings compile the same programs again."""
+import os
 import pickle
+import tempfile
 
-import jax
+_CACHE = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "rnn_research_jax"),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+for _name, _value in _CACHE.items():
+  os.environ.setdefault(_name, _value)  # read by jax at import, here and in subprocesses
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import pytest
 

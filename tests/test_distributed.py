@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from rnn_research import parallel
-from test_parallel import compilation_cache
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -31,10 +30,10 @@ def test_one_process_joins_nothing(monkeypatch):
   assert parallel.initialize("localhost:1234", 1, 0) == 1
 
 
-def _worker(sweep_dir, fake_chorales, rank: int, job_id: int, cache) -> subprocess.Popen:
+def _worker(sweep_dir, fake_chorales, rank: int, job_id: int) -> subprocess.Popen:
   """Task `rank` of a 2-task SLURM step on localhost, each task with 2 CPU devices."""
   path, data_dir = fake_chorales
-  env = dict(os.environ, **cache, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
              SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
   return subprocess.Popen(
@@ -60,11 +59,10 @@ def _curve(workdir) -> list[tuple[float, float]]:
   return [(l["train_loss"], l["valid_nll"]) for l in lines]
 
 
-def test_two_processes_train_as_one(fake_chorales, tmp_path, tmp_path_factory):
+def test_two_processes_train_as_one(fake_chorales, tmp_path):
   sweep_dir = tmp_path / "sweep"
   job_id = random.randrange(4096)  # JAX's coordinator port follows from the job id
-  cache = compilation_cache(tmp_path_factory)
-  workers = [_worker(sweep_dir, fake_chorales, rank, job_id, cache) for rank in (0, 1)]
+  workers = [_worker(sweep_dir, fake_chorales, rank, job_id) for rank in (0, 1)]
   outputs = [w.communicate(timeout=600) for w in workers]
   for worker, (_, err) in zip(workers, outputs):
     assert worker.returncode == 0, err[-3000:]
@@ -74,8 +72,7 @@ def test_two_processes_train_as_one(fake_chorales, tmp_path, tmp_path_factory):
   result = json.loads((workdir / "result.json").read_text())
 
   alone = subprocess.run([sys.executable, "-c", ALONE, str(workdir / "config.json"),
-                          str(tmp_path / "alone")], env=dict(os.environ, **cache),
-                         capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "alone")], capture_output=True, text=True, timeout=600)
   assert alone.returncode == 0, alone.stderr[-3000:]
   reference = json.loads(alone.stdout.strip().splitlines()[-1])
   for key in ("valid_nll", "test_nll"):

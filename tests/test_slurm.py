@@ -16,7 +16,6 @@ import uuid
 
 import optuna
 import pytest
-from test_parallel import compilation_cache
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -27,7 +26,7 @@ def _squeue(env) -> str:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory):
+def services():
   """The environment (SLURM_CONF, partition, a fresh database's URL) for the test's processes;
   stops at the end what it started."""
   run = subprocess.run(["bash", "scripts/services.sh", "start"], cwd=ROOT, capture_output=True,
@@ -40,7 +39,7 @@ def services(tmp_path_factory):
   database = f"test_{uuid.uuid4().hex[:12]}"
   with server.connect() as connection:
     connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
-  env = dict(os.environ, SLURM_CONF=found["SLURM_CONF"], **compilation_cache(tmp_path_factory))
+  env = dict(os.environ, SLURM_CONF=found["SLURM_CONF"])
   yield {"env": env, "partition": found["RNN_RESEARCH_PARTITION"],
          "url": found["RNN_RESEARCH_DATABASE"].rsplit("/", 1)[0] + f"/{database}"}
   with server.connect() as connection:
