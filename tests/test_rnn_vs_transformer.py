@@ -1,5 +1,6 @@
 """The comparison study: parameter matching, variants and trial configs, the synthetic tasks,
 sample rendering, and the smoke study end to end through the launcher and its report."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -163,6 +164,17 @@ def test_report_takes_each_backbones_best_trial_on_validation():
              for v, n in (("jsb-gru-1m", 999_499), ("jsb-tcn-1m", 999_985))}
   table = comparison.headline_table(near_1m, ["jsb"])
   assert "| gru | 8.000 (999K) |" in table and "| tcn | 8.000 (1.00M) |" in table
+
+
+def test_report_says_to_what_length_sequences_were_cut(tmp_path):
+  best = {}
+  for variant, options in (("abc-gru-50k", {"max_length": 512}), ("jsb-gru-50k", {})):
+    (tmp_path / variant).mkdir()
+    (tmp_path / variant / "config.json").write_text(json.dumps({"task_options": options}))
+    best[variant] = dataclasses.replace(_trial(variant, 0, 1.0, 1.0), workdir=variant)
+  note = comparison.cut_note(str(tmp_path), best, "abc")
+  assert "cut to its first 512 steps" in note[0]
+  assert comparison.cut_note(str(tmp_path), best, "jsb") == []
 
 
 def test_smoke_study_runs_end_to_end(fake_chorales, tmp_path):

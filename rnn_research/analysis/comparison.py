@@ -270,16 +270,33 @@ def latency_section(out_dir: str, latency_file=LATENCY_FILE) -> list[str]:
       "![Latency per token](latency.png)", "", table, ""]
 
 
+def _trial_config(sweep_dir: str, trial: Trial):
+  """The train config the trial ran with (its workdir's config.json), as a ConfigDict."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(sweep_dir, trial.workdir, "config.json")) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def cut_note(sweep_dir: str, best: dict[str, Trial], benchmark: str) -> list[str]:
+  """Report lines saying to what length the benchmark's sequences were cut
+  (task_options.max_length of its best trials' configs); none when they were not."""
+  lengths = {(_trial_config(sweep_dir, t).get("task_options") or {}).get("max_length", 0)
+             for t in best.values() if t.benchmark == benchmark and t.workdir}
+  lengths = sorted(lengths - {0})
+  if not lengths:
+    return []
+  return [f"Every sequence of every split was cut to its first {' or '.join(map(str, lengths))} "
+          f"steps (`task_options.max_length`); the metric is that of those steps.", ""]
+
+
 def _restore_best(sweep_dir: str, trial: Trial):
   """(the trial's config, its task, its model with the best checkpoint's parameters)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from rnn_research.checkpoint import Checkpoints  # pylint: disable=g-import-not-at-top
   from rnn_research.tasks import make_task  # pylint: disable=g-import-not-at-top
   workdir = os.path.join(sweep_dir, trial.workdir)
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = _trial_config(sweep_dir, trial)
   task = make_task(config)
   model = task.make_model(config.model, nnx.Rngs(0))
   verbosity = logging.get_verbosity()
@@ -387,8 +404,8 @@ def write_report(sweep_dir: str, storage: str | None = None, *,
   for benchmark in benchmarks:
     name = f"metric_{benchmark}.png"
     metric_figure(best, benchmark, os.path.join(out_dir, name))
-    lines += [f"## {benchmark}", "", f"![{benchmark}]({name})", "",
-              _size_table(best, benchmark), ""]
+    lines += [f"## {benchmark}", "", *cut_note(sweep_dir, best, benchmark),
+              f"![{benchmark}]({name})", "", _size_table(best, benchmark), ""]
   lines += latency_section(out_dir, latency_file)
   lines += samples_section(sweep_dir, out_dir, best)
   path = os.path.join(out_dir, "report.md")
