@@ -280,7 +280,8 @@ def _trial_config(sweep_dir: str, trial: Trial):
 def cut_note(sweep_dir: str, best: dict[str, Trial], benchmark: str) -> list[str]:
   """Report lines saying to what length the benchmark's sequences were cut
   (task_options.max_length of its best trials' configs); none when they were not."""
-  lengths = {(_trial_config(sweep_dir, t).get("task_options") or {}).get("max_length", 0)
+  from rnn_research.tasks.next_step import max_length  # pylint: disable=g-import-not-at-top
+  lengths = {max_length(_trial_config(sweep_dir, t))
              for t in best.values() if t.benchmark == benchmark and t.workdir}
   lengths = sorted(lengths - {0})
   if not lengths:
@@ -334,13 +335,13 @@ def _folk_tunes(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
   import jax  # pylint: disable=g-import-not-at-top
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  from rnn_research.tasks.next_step import max_length  # pylint: disable=g-import-not-at-top
   rolls, lines = {}, []
   for backbone, trial in best.items():
     config, _, model = _restore_best(sweep_dir, trial)
     vocab = data.load_vocabulary("abc_tunes", data_dir=config.data_dir or None)
-    # No longer than the tunes the model was trained on (task_options.max_length, 0 = whole).
-    trained_length = (config.get("task_options") or {}).get("max_length", 0)
-    steps = min(SAMPLE_CHARACTERS, trained_length or SAMPLE_CHARACTERS)
+    # No longer than the tunes the model was trained on (0: whole tunes).
+    steps = min(SAMPLE_CHARACTERS, max_length(config) or SAMPLE_CHARACTERS)
     ids, length = decoding.sample_tokens(model, jax.random.key(SAMPLE_SEED), 1, steps,
                                          start_id=vocab.start_id, end_id=vocab.end_id)
     text = vocab.decode(np.asarray(ids)[0, :int(length[0])])

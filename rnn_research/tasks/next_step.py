@@ -28,16 +28,22 @@ def character_loss(model, batch):
   return metrics.character_nll(logits, batch["targets"], batch["mask"])
 
 
+def max_length(config) -> int:
+  """The trial config's task_options.max_length (0 = whole sequences), checked."""
+  value = (config.get("task_options") or {}).get("max_length", 0)
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    raise ValueError(f"task_options.max_length must be an int >= 0 (0 = whole sequences), got "
+                     f"{value!r}")
+  return value
+
+
 @register("next_step")
 def next_step_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   if config.data not in DATASETS:
     raise ValueError(f"data must be one of {sorted(DATASETS)}, got {config.data!r}")
   name, kind = DATASETS[config.data]
-  max_length = (config.get("task_options") or {}).get("max_length", 0)
-  if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 0:
-    raise ValueError(f"task_options.max_length must be an int >= 0 (0 = whole sequences), got "
-                     f"{max_length!r}")
+  cut = max_length(config)
   options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
   sources = {split: data.load(name, split, **options) for split in ("train", "validation", "test")}
   if kind == "piano_roll":
@@ -47,8 +53,8 @@ def next_step_task(config) -> Task:
     vocab = data.load_vocabulary(name, data_dir=options["data_dir"])
     transform, loss, units, embed = data.char_next_step(vocab), character_loss, len(vocab), True
     baseline = None
-  if max_length:
-    transform = data.cropped(transform, max_length)
+  if cut:
+    transform = data.cropped(transform, cut)
 
   def make_model(model_config, rngs):
     return NextStepModel(model_config, units, units, embed=embed, rngs=rngs)
