@@ -229,7 +229,40 @@ def _scan_forward(config, weights, pointwise_params, xp, init, carry0, valid, st
                            step_t)
     return new_carry, ((y, carry, rprojs) if save_residuals else y)
 
-  return jax.lax.scan(step, init, (xp, valid, steps), unroll=config.unroll)
+  return _time_loop(step, init, (xp, valid, steps), valid, config.unroll)
+
+
+def _steps_to_run(valid):
+  """The steps up to the last one where a sequence is valid (valid: [T, B]): a traced int, or
+  None when every step runs."""
+  if valid is None:
+    return None
+  return jnp.max(jnp.where(jnp.any(valid, axis=1), jnp.arange(1, valid.shape[0] + 1), 0))
+
+
+def _time_loop(body, init, xs, valid, unroll: int, reverse: bool = False):
+  """`jax.lax.scan(body, init, xs)` over the leading (time) axis that skips the steps after
+  every sequence has ended: they would change no carry, so a batch padded far beyond its
+  longest sequence costs no more loop iterations (one padded length can then serve every
+  batch, and is compiled once). Outputs at skipped steps are zeros. Runs the plain scan when
+  there are no lengths or with `unroll` > 1."""
+  num_steps = _steps_to_run(valid)
+  if num_steps is None or unroll > 1:
+    return jax.lax.scan(body, init, xs, reverse=reverse, unroll=unroll)
+  length = jax.tree.leaves(xs)[0].shape[0]
+  at = lambda t: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), xs)
+  out_shapes = jax.eval_shape(body, init, at(0))[1]
+  outputs = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), out_shapes)
+
+  def iteration(i, loop_state):
+    carry, outputs = loop_state
+    t = num_steps - 1 - i if reverse else i
+    carry, out = body(carry, at(t))
+    outputs = jax.tree.map(lambda o, v: jax.lax.dynamic_update_index_in_dim(o, v, t, 0),
+                           outputs, out)
+    return carry, outputs
+
+  return jax.lax.fori_loop(0, num_steps, iteration, (init, outputs))
 
 
 def _segments(a, segment):
@@ -305,6 +338,17 @@ def _backward_step(config, transposed, pointwise_params, consts):
   return step
 
 
+def _skip_ended(config, acc, valid):
+  """What the reverse loop's skipped steps (`_time_loop`: all sequences ended) do to its
+  accumulator: each passes d carry on unchanged but for grad_clip's clipping."""
+  if config.grad_clip is None or valid is None or config.unroll > 1:
+    return acc
+  clip = config.grad_clip
+  skipped = _steps_to_run(valid) < valid.shape[0]
+  d_carry = jax.tree.map(lambda d: jnp.where(skipped, jnp.clip(d, -clip, clip), d), acc[0])
+  return (d_carry, *acc[1:])
+
+
 def _weight_grads(config, consts, weights, carries, d_rprojs):
   """dW = Σ_t r_tᵀ · d(r_t W): one [rows, T·B] x [T·B, cols] matmul per weight."""
   rinputs = jax.vmap(lambda c: _recurrent_inputs(config, consts, c))(carries)
@@ -325,9 +369,9 @@ def _recurrence_bwd(config, residuals, cotangents):
 
   if config.segment is None:
     carries, rprojs = saved
-    acc, (d_xp, d_rprojs) = jax.lax.scan(
-        step, init, (carries, xp, rprojs, valid, steps, d_ys), reverse=True,
-        unroll=config.unroll)
+    acc, (d_xp, d_rprojs) = _time_loop(
+        step, _skip_ended(config, init, valid), (carries, xp, rprojs, valid, steps, d_ys),
+        valid, config.unroll, reverse=True)
     d_weights = _weight_grads(config, consts, weights, carries, d_rprojs)
   else:
     def segment_backward(outer, inputs):
@@ -335,9 +379,9 @@ def _recurrence_bwd(config, residuals, cotangents):
       start, xp_s, valid_s, steps_s, dy_s = inputs
       _, (_, carries, rprojs) = _scan_forward(config, weights, pointwise_params, xp_s, start,
                                               carry0, valid_s, steps_s, consts, True)
-      acc, (d_xp_s, d_rprojs) = jax.lax.scan(
-          step, acc, (carries, xp_s, rprojs, valid_s, steps_s, dy_s), reverse=True,
-          unroll=config.unroll)
+      acc, (d_xp_s, d_rprojs) = _time_loop(
+          step, _skip_ended(config, acc, valid_s), (carries, xp_s, rprojs, valid_s, steps_s,
+                                                    dy_s), valid_s, config.unroll, reverse=True)
       d_weights = jax.tree.map(jnp.add, d_weights,
                                _weight_grads(config, consts, weights, carries, d_rprojs))
       return (acc, d_weights), d_xp_s
