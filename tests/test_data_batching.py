@@ -47,6 +47,43 @@ def test_pad_batch_keeps_per_sequence_targets_and_rounds_time():
     batching.pad_batch([])
 
 
+def _padding(lengths, pad_lengths):
+  return sum(batching.padded_length(n, pad_lengths=pad_lengths) - n for n in lengths)
+
+
+def test_fitted_pad_lengths_pad_least():
+  """The fitted lengths add no more padding than any other choice of as many lengths from the
+  data (checked exhaustively), always include the longest, and pad each batch to the smallest
+  one that holds it."""
+  rng = np.random.default_rng(3)
+  for count in (1, 2, 3):
+    lengths = rng.integers(5, 40, size=30)
+    fitted = batching.fit_pad_lengths(lengths, count)
+    assert len(fitted) == count and max(fitted) == lengths.max() and list(fitted) == sorted(fitted)
+    candidates = [c + (int(lengths.max()),) for c in
+                  itertools.combinations(sorted(set(lengths.tolist()) - {lengths.max()}), count - 1)]
+    assert _padding(lengths, fitted) == min(_padding(lengths, c) for c in candidates)
+  assert batching.fit_pad_lengths([4, 4, 9], 5) == (4, 9)  # no more lengths than there are
+  assert batching.padded_length(5, 16, (6, 12)) == 6
+  assert batching.padded_length(13, 16, (6, 12)) == 16  # longer than all: pad_multiple
+  with pytest.raises(ValueError, match="count must be >= 1"):
+    batching.fit_pad_lengths([3], 0)
+
+
+def test_loader_pads_to_the_given_lengths_and_lists_its_shapes():
+  source = _VariableLengths()
+  loader = batching.Loader(source, 1, seed=0, pad_lengths=(6, 12, 20))
+  shapes = [b["inputs"].shape for b in loader.batch_per_shape()]
+  assert sorted(shapes) == [(1, 6, 3), (1, 12, 3), (1, 20, 3)]
+  first = [next(loader) for _ in range(loader.batches_per_epoch)]  # the position did not move
+  assert {b["inputs"].shape[1] for b in first} == {6, 12, 20}
+  for b in first:
+    assert b["inputs"].shape[1] == batching.padded_length(int(b["lengths"][0]),
+                                                           pad_lengths=(6, 12, 20))
+  plan = batching.epoch_batches(len(source), 1, seed=0, epoch=0)
+  np.testing.assert_array_equal([b["index"][0] for b in first], np.concatenate(plan))
+
+
 def test_epoch_plan_is_a_partition_fixed_by_seed_and_epoch():
   plan = batching.epoch_batches(37, 8, seed=1, epoch=0)
   assert [len(b) for b in plan] == [8, 8, 8, 8, 5]

@@ -6,6 +6,8 @@ Public API:
   load_vocabulary("abc_tunes", data_dir) -> Vocabulary      saved with the dataset
   Loader(source, batch_size, transform=..., seed=...)       padded batches, resumable
   pad_batch(examples), epoch_batches(...)                   the pieces Loader is made of
+  example_lengths(source, transform), fit_pad_lengths(lengths, count)
+                                                            padded lengths that pad least
   piano_roll_next_step, char_next_step, char_classify       example -> inputs/targets
   cropped(transform, max_length)                            ... cut to the first steps
   SyntheticSource("adding" | "temporal_order" | "copy", length, size, seed)
@@ -24,7 +26,8 @@ Batches are dicts: `inputs [batch, time, features]` (or `[batch, time]` ids), `t
 statistics. TensorFlow Datasets and music21 are imported only when a dataset is loaded.
 """
 
-from rnn_research.data.batching import Loader, epoch_batches, pad_batch
+from rnn_research.data.batching import (Loader, epoch_batches, example_lengths, fit_pad_lengths,
+                                        pad_batch)
 from rnn_research.data.loading import Source, builder, dataset_names, load, load_vocabulary
 from rnn_research.data.piano_roll import (
     frequency_model_nll,

@@ -6,8 +6,8 @@ A batch is a dict of numpy arrays:
   lengths [batch] int32, the true length of each `inputs`
   mask    [batch, time] bool, `t < lengths`
 Padding is zeros (token id 0 is the vocabulary's `<pad>`), added per batch up to the longest
-sequence in it (optionally rounded up to `pad_multiple`, to bound the number of shapes that
-`jax.jit` compiles).
+sequence in it, rounded up to `pad_multiple` or to the nearest of a few `pad_lengths` (each padded
+length is a shape `jax.jit` compiles; `fit_pad_lengths` picks lengths that pad a data set least).
 
 The order of every epoch is a pure function of `(seed, epoch)`, so two runs with the same seed see
 the same batches, and `Loader.get_state()` (a small JSON-able dict) restores the position: a
@@ -23,17 +23,56 @@ Example = dict[str, Any]
 TIME_KEYS = ("inputs", "targets")
 
 
+def example_lengths(source, transform: Callable[[Example], Example] | None = None) -> np.ndarray:
+  """[examples] the length of each (transformed) example's `inputs`."""
+  transform = transform or (lambda example: example)
+  return np.array([len(transform(source[i])["inputs"]) for i in range(len(source))])
+
+
+def padded_length(length: int, pad_multiple: int = 1, pad_lengths: Sequence[int] = ()) -> int:
+  """The time axis a batch whose longest sequence has `length` steps is padded to: the
+  smallest of `pad_lengths` that holds it, else `length` rounded up to `pad_multiple`."""
+  fitting = [p for p in pad_lengths if p >= length]
+  return min(fitting) if fitting else int(-(-length // pad_multiple) * pad_multiple)
+
+
+def fit_pad_lengths(lengths: Sequence[int], count: int) -> tuple[int, ...]:
+  """The `count` (or fewer) padded lengths that add the fewest padding steps to sequences of
+  `lengths` when each is padded to the smallest one that holds it (exact, by dynamic
+  programming over the distinct lengths); the longest length is always one of them."""
+  if count < 1:
+    raise ValueError(f"count must be >= 1, got {count!r}")
+  values, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+  steps = np.concatenate([[0], np.cumsum(values * counts)])
+  seen = np.concatenate([[0], np.cumsum(counts)])
+  # best[j]: the least padding of values[..j] with values[j] the longest padded length chosen
+  best = seen[1:] * values - steps[1:]
+  chosen = [[j] for j in range(len(values))]
+  for _ in range(count - 1):
+    new_best, new_chosen = best.copy(), list(chosen)
+    for j in range(1, len(values)):
+      # values[i+1..j] padded to values[j], after the best choice ending at values[i]
+      costs = best[:j] + (seen[j + 1] - seen[1:j + 1]) * values[j] - (steps[j + 1] - steps[1:j + 1])
+      i = int(np.argmin(costs))
+      if costs[i] < new_best[j]:
+        new_best[j], new_chosen[j] = costs[i], chosen[i] + [j]
+    best, chosen = new_best, new_chosen
+  return tuple(int(values[j]) for j in chosen[-1])
+
+
 def pad_batch(
-    examples: Sequence[Example], time_keys: Sequence[str] = TIME_KEYS, pad_multiple: int = 1
+    examples: Sequence[Example], time_keys: Sequence[str] = TIME_KEYS, pad_multiple: int = 1,
+    pad_lengths: Sequence[int] = ()
 ) -> dict[str, np.ndarray]:
-  """Stacks examples, zero-padding the time axis (axis 0) of `time_keys` arrays with ndim >= 1.
+  """Stacks examples, zero-padding the time axis (axis 0) of `time_keys` arrays with ndim >= 1
+  to `padded_length` of the longest.
 
   Each example needs `inputs` with the time axis first; other keys are stacked as they are.
   """
   if not examples:
     raise ValueError("pad_batch: examples must not be empty")
   lengths = np.array([len(e["inputs"]) for e in examples], np.int32)
-  time = int(-(-lengths.max() // pad_multiple) * pad_multiple)
+  time = padded_length(int(lengths.max()), pad_multiple, pad_lengths)
   batch = {}
   for key in examples[0]:
     arrays = [np.asarray(e[key]) for e in examples]
@@ -96,6 +135,8 @@ class Loader:
     bucket_batches: if > 0, bucket by length over windows of this many batches.
     drop_remainder: drop each epoch's last, smaller batch.
     pad_multiple: round the padded time axis up to a multiple of this.
+    pad_lengths: pad the time axis to the smallest of these lengths that holds the batch (a
+      longer batch falls back to `pad_multiple`); see `fit_pad_lengths`.
     num_threads: grain reader threads (0 reads in the calling thread).
   """
 
@@ -111,6 +152,7 @@ class Loader:
       bucket_batches: int = 0,
       drop_remainder: bool = False,
       pad_multiple: int = 1,
+      pad_lengths: Sequence[int] = (),
       time_keys: Sequence[str] = TIME_KEYS,
       num_threads: int = 2,
   ):
@@ -125,9 +167,10 @@ class Loader:
     self._plan = functools.partial(
         epoch_batches, len(source), batch_size, seed=seed, shuffle=shuffle,
         bucket_batches=bucket_batches, drop_remainder=drop_remainder,
-        lengths=self._lengths() if bucket_batches else None,
+        lengths=example_lengths(source, self._transform) if bucket_batches else None,
     )
-    self._pad = functools.partial(pad_batch, time_keys=time_keys, pad_multiple=pad_multiple)
+    self._pad = functools.partial(pad_batch, time_keys=time_keys, pad_multiple=pad_multiple,
+                                  pad_lengths=tuple(pad_lengths))
     self._plans = {0: self._plan(epoch=0)}
     self.batches_per_epoch = len(self._plans[0])
     dataset = grain.MapDataset.range(self.batches_per_epoch).repeat(num_epochs)
@@ -135,8 +178,7 @@ class Loader:
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
     self._iterator = iter(dataset.to_iter_dataset(options))
 
-  def _lengths(self) -> np.ndarray:
-    return np.array([len(self._transform(self._source[i])["inputs"]) for i in range(len(self._source))])
+
 
   def _epoch_plan(self, epoch: int) -> list[np.ndarray]:
     # Reader threads may straddle two epochs; keep the plans of the last two.
@@ -150,6 +192,15 @@ class Loader:
   def _make_batch(self, step: int, position: int) -> dict[str, np.ndarray]:
     indices = self._epoch_plan(step // self.batches_per_epoch)[position]
     return self._pad([self._transform(self._source[int(i)]) for i in indices])
+
+  def batch_per_shape(self, epoch: int = 0) -> list[dict[str, np.ndarray]]:
+    """The first batch of each shape of `epoch` (to compile a program per shape ahead); the
+    loader's position does not move."""
+    batches = {}
+    for indices in self._epoch_plan(epoch):
+      batch = self._pad([self._transform(self._source[int(i)]) for i in indices])
+      batches.setdefault(tuple(a.shape for a in batch.values()), batch)
+    return list(batches.values())
 
   def __len__(self) -> int:
     return self.batches_per_epoch

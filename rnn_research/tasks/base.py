@@ -5,12 +5,16 @@ from typing import Callable
 
 
 def eval_batches(sources, config, transform=None, pad_multiple: int | None = None) -> dict:
-  """{"validation": [batch], "test": [batch]}: each split of `sources` in order, in batches of
-  config.eval_batch_size padded to a multiple of `pad_multiple` (default config.pad_multiple)."""
+  """{"validation": [batch], "test": [batch]}: each split of `sources` sorted by length (a
+  batch then holds sequences of similar length, and the recurrence stops at its longest), in
+  batches of config.eval_batch_size padded to a multiple of `pad_multiple` (default
+  config.pad_multiple). A split's metric is a sum over its examples, so order does not
+  matter."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top  (heavy, lazy)
   pad_multiple = config.pad_multiple if pad_multiple is None else pad_multiple
   return {split: list(data.Loader(sources[split], config.eval_batch_size, transform=transform,
-                                  shuffle=False, num_epochs=1, pad_multiple=pad_multiple))
+                                  shuffle=False, num_epochs=1, pad_multiple=pad_multiple,
+                                  bucket_batches=-(-len(sources[split]) // config.eval_batch_size)))
           for split in ("validation", "test")}
 
 
