@@ -17,13 +17,15 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import cores
 from launch import study as studies
 from launch.sweep import count_done, prepare
 from launch.worker import run_worker
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The study: experiments/<study>.py[:arg].")
 flags.DEFINE_alias("study", "config")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Worker processes.")
+_WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: one per core, "
+                                "each single-threaded; see launch/cores.py).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Default: sweeps/<study>[-<arg>].")
 _STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: SQLite in the sweep dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
@@ -39,12 +41,20 @@ def main(argv):
   if requeued:
     logging.info("resuming %d interrupted trials from their checkpoints", requeued)
   total = len(config.variants) * config.trials_per_variant
+  num_workers = _WORKERS.value or cores.default_workers()
+  environment = cores.worker_environment(num_workers, str(sweep_dir.absolute() / "jax_cache"))
+  logging.info("%d worker processes on %d cores%s; XLA_FLAGS=%r, compilation cache %s",
+               num_workers, len(cores.available_cores()),
+               " (each pinned to one)" if num_workers == len(cores.available_cores()) else "",
+               environment["XLA_FLAGS"], environment["JAX_COMPILATION_CACHE_DIR"])
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
   workers = [context.Process(target=run_worker, args=(str(sweep_dir), sweep.url, sweep.study_file,
                                                       config.to_dict(), i))
-             for i in range(_WORKERS.value)]
-  for worker in workers:
-    worker.start()
+             for i in range(num_workers)]
+  with cores.environment(environment):
+    for i, worker in enumerate(workers):
+      worker.start()
+      cores.pin(worker.pid, i, num_workers)
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   with tqdm(total=total, desc=f"sweep {sweep_dir}", disable=not sys.stderr.isatty()) as bar:
     while any(w.is_alive() for w in workers):

@@ -16,7 +16,6 @@ Workers claim a study's trials one worker at a time (`claim_lock`): a lock held 
 claiming is safe across machines; with SQLite (one machine) a file lock in the sweep directory.
 """
 import contextlib
-import fcntl
 import functools
 import hashlib
 import pathlib
@@ -25,6 +24,8 @@ import threading
 import warnings
 
 import optuna
+
+from rnn_research.filelock import file_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
 
@@ -102,17 +103,6 @@ def adopt_running(storage, study: optuna.Study) -> None:
   waited for forever. (Its live worker, if any, goes on beating.)"""
   for trial in running_trials(study):
     storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
-
-
-@contextlib.contextmanager
-def file_lock(path):
-  """An exclusive lock between the processes of one machine."""
-  with open(path, "a") as handle:
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @functools.cache

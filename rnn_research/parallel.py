@@ -75,7 +75,10 @@ def shard_trials(tree, mesh: Mesh):
 
 def shard_batch(batch, mesh: Mesh):
   """Places a batch (every leaf [B, ...]) with its batch axis over "data" when that axis
-  divides B, else replicated."""
+  divides B, else replicated. On a mesh of one device the batch stays on the host (a jitted
+  function's call moves it, faster than placing it here)."""
+  if mesh.size == 1:
+    return batch
   size = len(jax.tree.leaves(batch)[0])
   spec = PartitionSpec(DATA) if size % mesh.shape[DATA] == 0 else PartitionSpec()
   return jax.tree.map(lambda leaf: put(leaf, NamedSharding(mesh, spec)), batch)

@@ -10,6 +10,7 @@ position), metrics.jsonl (one line per epoch) and, once finished, result.json. R
 with the same workdir resumes where it stopped; a finished workdir returns its result at once.
 A non-finite loss ends the trial as "diverged" with the step.
 """
+import dataclasses
 import functools
 import json
 import math
@@ -22,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_research import metrics, parallel
+from rnn_research import compilation, metrics, parallel
 from rnn_research.checkpoint import Checkpoints
 from rnn_research.tasks import Task, make_task
 from rnn_research.workdir import Workdir, differing_keys
@@ -38,7 +39,8 @@ def default_config() -> ml_collections.ConfigDict:
       task="next_step",         # a key of rnn_research.tasks.MODULES
       task_options={},          # what the task reads besides the keys below
       data="music21",           # the dataset (next_step: a key of tasks.next_step.DATASETS)
-      data_path="",             # the .pickle/.mat file for data="standard"
+      data_path="",             # the .pickle/.mat file of a Boulanger-Lewandowski set
+                                # (data="jsb_standard", "nottingham", "muse_data", "piano_midi_de")
       data_dir="",              # TFDS data dir ("" = $RNN_RESEARCH_DATA_DIR or TFDS's default)
       model=dict(backbone="lstm", variant="V", hidden_size=100, num_layers=1, backend="scan",
                  dropout=0.0),
@@ -53,6 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
       patience=15,              # stop after this many epochs without a better validation NLL
       seed=0,
       pad_multiple=16,          # pad time to a multiple of this: fewer shapes to compile
+      length_buckets=0,         # > 0: pad training batches to one of this many lengths fitted
+                                # to the training data instead (data.fit_pad_lengths)
   ))
 
 
@@ -151,14 +155,27 @@ def _take(tree, k: int):
   return jax.tree.map(lambda leaf: leaf[k], tree)
 
 
-def pack_step(step_fn, state, batch, keys, noise_std, running):
+def _where_trials(mask, new, old):
+  """Per trial (mask [P]), the leaves of `new` where mask is set, else those of `old`."""
+  keep = lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o)
+  return jax.tree.map(keep, new, old)
+
+
+TRAIN_STATE_KEYS = ("params", "opt_state", "step", "other")
+
+
+def pack_step(step_fn, state, batch, keys, noise_std):
   """`train_step` of every trial of a pack at once (vmap over the leading trial axis, the batch
-  shared). Trials that are not running, or whose loss is not finite, keep their state."""
-  new, step_metrics = jax.vmap(step_fn, in_axes=(0, None, 0, 0))(state, batch, keys, noise_std)
-  update = running & jnp.isfinite(step_metrics["loss"])
-  keep = lambda n, o: jnp.where(update.reshape(update.shape + (1,) * (n.ndim - 1)), n, o)
-  trained = {k: jax.tree.map(keep, new[k], state[k]) for k in ("params", "opt_state", "step")}
-  return {**trained, "other": new["other"]}, step_metrics
+  shared). state: the train state of `train_step` with every leaf [P, ...], and "running" [P]
+  bool. A trial that is not running keeps its state; one whose loss is not finite keeps its
+  state and stops running (it diverged)."""
+  train_state = {k: state[k] for k in TRAIN_STATE_KEYS}
+  new, step_metrics = jax.vmap(step_fn, in_axes=(0, None, 0, 0))(train_state, batch, keys,
+                                                                 noise_std)
+  update = state["running"] & jnp.isfinite(step_metrics["loss"])
+  trained = _where_trials(update, {k: new[k] for k in ("params", "opt_state", "step")},
+                          {k: state[k] for k in ("params", "opt_state", "step")})
+  return {**trained, "other": new["other"], "running": update}, step_metrics
 
 
 def _shard_trials(tree):
@@ -167,41 +184,156 @@ def _shard_trials(tree):
   return parallel.shard_trials(tree, parallel.pack_mesh(jax.tree.leaves(tree)[0].shape[0]))
 
 
-def _init_pack(configs, task: Task):
-  """The pack's graphdefs (train and eval mode), eval-mode state, first optimiser and stacked
-  train state, each trial's parameters initialised from its own seed."""
-  models = [task.make_model(c.model, nnx.Rngs(c.seed)) for c in configs]
-  models[0].eval()
-  eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
-  models[0].train()
-  graphdef = nnx.split(models[0], nnx.Param, ...)[0]
-  splits = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
-  txs = [make_optimizer(c) for c in configs]  # one structure; the values live in each state
-  state = _shard_trials({
-      "params": _stack([p for p, _ in splits]),
-      "opt_state": _stack([tx.init(p) for tx, (p, _) in zip(txs, splits)]),
-      "step": jnp.zeros((len(configs),), jnp.int32), "other": _stack([o for _, o in splits])})
-  return graphdef, (eval_graphdef, eval_other), txs[0], state
+@dataclasses.dataclass
+class TrialProgress:
+  """One trial's early stopping (JSON, saved with the pack's checkpoints)."""
+  workdir: str
+  status: str = "running"  # then "completed" (stopped early, or out of epochs) or "diverged"
+  epochs: int = 0  # epochs trained
+  best_valid: float = math.inf
+  best_epoch: int = 0
+  bad_epochs: int = 0  # epochs since the best one
+  at_best: dict = dataclasses.field(default_factory=dict)  # valid_<metric> at the best epoch
+  diverged_step: int | None = None
 
 
-def _fresh_meta(workdirs: list[str]) -> dict:
-  """Per-trial bookkeeping of a pack (JSON, saved with each checkpoint)."""
-  size = len(workdirs)
-  return {"epoch": 0, "workdirs": workdirs, "status": ["running"] * size, "epochs": [0] * size,
-          "best_valid": [math.inf] * size, "best_epoch": [0] * size,
-          "at_best": [{} for _ in range(size)], "bad_epochs": [0] * size,
-          "diverged_step": [None] * size, "wall_time": 0.0}
+@dataclasses.dataclass
+class PackProgress:
+  """Where a pack stands after `epoch` epochs (JSON, saved with its checkpoints)."""
+  trials: list[TrialProgress]
+  epoch: int = 0
+  wall_time: float = 0.0  # seconds of training so far, across resumes
+
+  @property
+  def running(self) -> np.ndarray:
+    return np.array([t.status == "running" for t in self.trials])
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, record: dict) -> "PackProgress":
+    return cls(**{**record, "trials": [TrialProgress(**t) for t in record["trials"]]})
 
 
-def _result(meta: dict, k: int, num_params: int, task: Task) -> dict:
-  result = {"num_params": num_params, "baseline_nll": task.baseline_nll,
-            "epochs": meta["epochs"][k]}
-  if meta["status"][k] == "diverged":
-    return {**result, "status": "diverged", "diverged_step": meta["diverged_step"][k]}
-  result.update(status="completed", best_epoch=meta["best_epoch"][k], **meta["at_best"][k])
+class _Pack:
+  """The compiled programs and initial state of a pack of trials (see `train_pack`)."""
+
+  def __init__(self, configs, task: Task):
+    self.task = task
+    models = [task.make_model(c.model, nnx.Rngs(c.seed)) for c in configs]
+    models[0].eval()
+    eval_graphdef, _, eval_other = nnx.split(models[0], nnx.Param, ...)
+    models[0].train()
+    graphdef = nnx.split(models[0], nnx.Param, ...)[0]
+    splits = [nnx.split(m, nnx.Param, ...)[1:] for m in models]
+    txs = [make_optimizer(c) for c in configs]  # one structure; the values live in each state
+    self.initial_state = _shard_trials({
+        "params": _stack([p for p, _ in splits]),
+        "opt_state": _stack([tx.init(p) for tx, (p, _) in zip(txs, splits)]),
+        "step": jnp.zeros((len(configs),), jnp.int32), "other": _stack([o for _, o in splits]),
+        "running": jnp.ones((len(configs),), bool)})
+    self.num_params = sum(int(np.prod(p.shape[1:]))
+                          for p in jax.tree.leaves(self.initial_state["params"]))
+    self.keys = jnp.stack([jax.random.key(c.seed) for c in configs])
+    self.noise_std = jnp.array([c.input_noise for c in configs], jnp.float32)
+    self.step = compilation.PerShape(functools.partial(
+        pack_step, functools.partial(train_step, graphdef, txs[0], task.loss)),
+        shape_argnum=1, donate_argnums=0)
+    self.eval = compilation.PerShape(jax.vmap(functools.partial(
+        eval_step, eval_graphdef, eval_other, task), in_axes=(0, None)), shape_argnum=1)
+
+  def train_epoch(self, state, loader):
+    """One pass over the training batches -> (state, per-step losses [steps, P], the last
+    step's metrics); the host waits for the device once, at the end."""
+    mesh = parallel.mesh_of(state)
+    losses = []
+    for _ in range(loader.batches_per_epoch):
+      batch = parallel.shard_batch(next(loader), mesh)
+      state, step_metrics = self.step(state, batch, self.keys, self.noise_std)
+      losses.append(step_metrics["loss"])
+    return state, np.stack([np.asarray(loss) for loss in losses]), jax.tree.map(np.asarray,
+                                                                                step_metrics)
+
+  def precompile(self, state, batches) -> None:
+    """Compiles the training step for each shape of `batches` and the evaluation for each of
+    the validation and test batches (shared with other processes: `compilation.precompile`)."""
+    mesh = parallel.mesh_of(state)
+    compilation.precompile(
+        [(self.step, (state, parallel.shard_batch(b, mesh), self.keys, self.noise_std))
+         for b in batches] +
+        [(self.eval, (state["params"], parallel.shard_batch(b, mesh)))
+         for split in ("validation", "test") for b in self.task.eval_batches[split]])
+
+  def evaluate(self, params, split: str) -> dict:
+    """{name: [P] the split's mean}, params stacked on the trial axis."""
+    return _evaluate(self.eval, params, self.task.eval_batches[split])
+
+
+def _end_epoch(progress: PackProgress, state, valid: dict, patience: int) -> np.ndarray:
+  """Records a trained epoch: the trials that diverged in it, then early stopping on the
+  validation NLL. Returns which trials improved ([P] bool)."""
+  progress.epoch += 1
+  diverged = progress.running & ~np.asarray(state["running"])
+  for k in np.flatnonzero(diverged):
+    trial = progress.trials[k]
+    trial.status, trial.epochs = "diverged", progress.epoch
+    trial.diverged_step = int(state["step"][k]) + 1  # its state stays before that step
+  improved = np.zeros(len(progress.trials), bool)
+  for k in np.flatnonzero(progress.running):
+    trial = progress.trials[k]
+    trial.epochs = progress.epoch
+    if valid["nll"][k] < trial.best_valid:
+      trial.best_valid, trial.best_epoch, trial.bad_epochs = float(valid["nll"][k]), trial.epochs, 0
+      trial.at_best = {f"valid_{name}": float(values[k]) for name, values in valid.items()}
+      improved[k] = True
+    else:
+      trial.bad_epochs += 1
+      if trial.bad_epochs >= patience:
+        trial.status = "completed"
+  return improved
+
+
+@jax.jit
+def _keep_best(state, best, improved, running):
+  """The parameters of the trials that `improved` ([P] bool) become their best ones; the
+  trials not `running` ([P] bool) any more stop training."""
+  return ({**state, "running": state["running"] & running},
+          _where_trials(improved, state["params"], best))
+
+
+def _epoch_records(progress: PackProgress, trained, epoch_losses, valid: dict, last_metrics,
+                   state, wall_time: float) -> dict:
+  """{trial index: its metrics.jsonl line} of the trials trained this epoch but diverged."""
+  return {k: {"epoch": progress.epoch, "step": int(state["step"][k]),
+              "train_loss": float(np.mean(epoch_losses[:, k])),
+              **{f"valid_{name}": float(values[k]) for name, values in valid.items()},
+              "grad_norm": float(last_metrics["grad_norm"][k]),
+              "param_norm": float(last_metrics["param_norm"][k]), "wall_time": wall_time}
+          for k in np.flatnonzero(trained) if progress.trials[k].status != "diverged"}
+
+
+def _result(trial: TrialProgress, test: dict, k: int, num_params: int, task: Task) -> dict:
+  result = {"num_params": num_params, "baseline_nll": task.baseline_nll, "epochs": trial.epochs}
+  if trial.status == "diverged":
+    return {**result, "status": "diverged", "diverged_step": trial.diverged_step}
+  result.update(status="completed", best_epoch=trial.best_epoch, **trial.at_best,
+                **{f"test_{name}": float(values[k]) for name, values in test.items()})
   if task.bits_per_character:
     result["test_bits_per_character"] = metrics.bits_per_character(result["test_nll"])
   return result
+
+
+def _pad_lengths(config, task: Task) -> tuple[int, ...]:
+  """The padded lengths of the training batches (config.length_buckets); () for
+  config.pad_multiple."""
+  from rnn_research import data  # pylint: disable=g-import-not-at-top
+  if config.length_buckets < 0:
+    raise ValueError(f"length_buckets must be >= 0, got {config.length_buckets!r}")
+  if not config.length_buckets:
+    return ()
+  return data.fit_pad_lengths(data.example_lengths(task.train, task.transform),
+                              config.length_buckets)
 
 
 def train_pack(configs, workdirs, *, overwrite: bool = False,
@@ -211,7 +343,12 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   vmapped over it; every trial sees the same batches (the data order of the first trial's
   seed); each stops early, or diverges, on its own. Returns the results in order (see
   `train_and_evaluate`). Resuming needs the same trials in the same order; otherwise the
-  unfinished ones start afresh."""
+  unfinished ones start afresh.
+
+  Each epoch trains, evaluates the validation split and checkpoints the pack (`latest`: train
+  state, the parameters at each trial's best epoch, progress and data position); when every
+  trial has stopped, the test split is evaluated once at each trial's best parameters, and
+  each trial's `best` checkpoint and result are written."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   check_packable(configs)
   all_files = [Workdir(w, c, overwrite) for w, c in zip(workdirs, configs)]
@@ -219,87 +356,63 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   if not todo:
     return [f.result() for f in all_files]
   configs, files = [configs[k] for k in todo], [all_files[k] for k in todo]
-  config, size = configs[0], len(configs)
-  task = task or make_task(config)
-  graphdef, eval_model, tx, state = _init_pack(configs, task)
-  num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(state["params"]))
-  keys = jnp.stack([jax.random.key(c.seed) for c in configs])
-  noise_std = jnp.array([c.input_noise for c in configs], jnp.float32)
-  step_fn = jax.jit(functools.partial(
-      pack_step, functools.partial(train_step, graphdef, tx, task.loss)), donate_argnums=0)
-  eval_fn = jax.jit(jax.vmap(functools.partial(eval_step, *eval_model, task),
-                             in_axes=(0, None)))
-  loader = data.Loader(task.train, config.batch_size, transform=task.transform, seed=config.seed,
-                       pad_multiple=config.pad_multiple)
+  config = configs[0]
+  pack = _Pack(configs, task or make_task(config))
+  loader = data.Loader(pack.task.train, config.batch_size, transform=pack.task.transform,
+                       seed=config.seed, pad_multiple=config.pad_multiple,
+                       pad_lengths=_pad_lengths(config, pack.task))
   checkpoints = [Checkpoints(f.path) for f in files]
-  meta = _fresh_meta([str(f.path) for f in files])
+  state = pack.initial_state
+  best = jax.tree.map(jnp.copy, state["params"])  # its own buffers: the step donates state's
+  progress = PackProgress([TrialProgress(str(f.path)) for f in files])
   if checkpoints[0].latest_epoch() is not None:
-    if checkpoints[0].meta()["workdirs"] == meta["workdirs"]:
-      restored, meta = checkpoints[0].restore("latest", jax.tree.map(jnp.zeros_like, state))
-      state = _shard_trials(restored)
+    if [t["workdir"] for t in checkpoints[0].meta().get("trials", ())] == [
+        t.workdir for t in progress.trials]:
+      restored, meta = checkpoints[0].restore(
+          "latest", jax.tree.map(jnp.zeros_like, {"state": state, "best": best}))
+      state, best = _shard_trials(restored["state"]), _shard_trials(restored["best"])
       loader.set_state(meta.pop("loader"))
-      print(f"{files[0].path}: resumed after epoch {meta['epoch']}", file=sys.stderr, flush=True)
+      progress = PackProgress.from_json(meta)
+      print(f"{files[0].path}: resumed after epoch {progress.epoch}", file=sys.stderr,
+            flush=True)
     else:  # the checkpoint of another pack this trial led: start afresh
       checkpoints[0].discard("latest")
 
+  pack.precompile(state, loader.batch_per_shape())
   bar = _progress(config.max_epochs, f"trials {files[0].path.name}"
-                  + (f" +{size - 1}" if size > 1 else ""))
-  bar.update(meta["epoch"])
-  # Training time counts on from the checkpoint (older checkpoints did not record it).
-  start = time.time() - meta.get("wall_time", 0.0)
+                  + (f" +{len(files) - 1}" if len(files) > 1 else ""))
+  bar.update(progress.epoch)
+  start = time.time() - progress.wall_time  # training time counts on across resumes
   try:
-    while meta["epoch"] < config.max_epochs and "running" in meta["status"]:
-      epoch = meta["epoch"] + 1
-      trained = [s == "running" for s in meta["status"]]
-      losses = []
-      for _ in range(loader.batches_per_epoch):
-        running = np.array([s == "running" for s in meta["status"]])
-        batch = parallel.shard_batch(next(loader), parallel.mesh_of(state))
-        state, step_metrics = step_fn(state, batch, keys, noise_std, jnp.asarray(running))
-        losses.append(np.asarray(step_metrics["loss"]))
-        for k in np.flatnonzero(running & ~np.isfinite(losses[-1])):
-          meta["status"][k], meta["epochs"][k] = "diverged", epoch
-          meta["diverged_step"][k] = int(state["step"][k]) + 1  # its state stays before it
-      valid_metrics = _evaluate(eval_fn, state["params"], task.eval_batches["validation"])
-      valid = valid_metrics["nll"]
-      improved = [k for k in range(size)
-                  if meta["status"][k] == "running" and valid[k] < meta["best_valid"][k]]
-      if improved:
-        test_metrics = _evaluate(eval_fn, state["params"], task.eval_batches["test"])
-      for k in np.flatnonzero([s == "running" for s in meta["status"]]):
-        meta["epochs"][k] = epoch
-        if k in improved:
-          meta["best_valid"][k], meta["best_epoch"][k], meta["bad_epochs"][k] = valid[k], epoch, 0
-          meta["at_best"][k] = {f"{split}_{name}": float(values[k])
-                                for split, split_metrics in (("valid", valid_metrics),
-                                                             ("test", test_metrics))
-                                for name, values in split_metrics.items()}
-          checkpoints[k].save("best", epoch, _take(state["params"], k),
-                              {"epoch": epoch, "valid_nll": valid[k]})
-        else:
-          meta["bad_epochs"][k] += 1
-          if meta["bad_epochs"][k] >= config.patience:
-            meta["status"][k] = "completed"
-      for k in np.flatnonzero(trained):
-        if meta["status"][k] == "diverged":
-          continue
-        record = {"epoch": epoch, "step": int(state["step"][k]),
-                  "train_loss": float(np.mean([loss[k] for loss in losses])),
-                  **{f"valid_{name}": float(values[k]) for name, values in valid_metrics.items()},
-                  "grad_norm": float(step_metrics["grad_norm"][k]),
-                  "param_norm": float(step_metrics["param_norm"][k]),
-                  "wall_time": time.time() - start}
-        files[k].append_metrics(record, keep_through_epoch=meta["epoch"])
-        _log_line(bar, f"{files[k].path} epoch {epoch}: train {record['train_loss']:.4f} valid "
-                       f"{valid[k]:.4f} (best {meta['best_valid'][k]:.4f} at epoch "
-                       f"{meta['best_epoch'][k]})")
-      meta["epoch"], meta["wall_time"] = epoch, time.time() - start
-      checkpoints[0].save("latest", epoch, state, {**meta, "loader": loader.get_state()})
+    while progress.epoch < config.max_epochs and progress.running.any():
+      trained = progress.running
+      state, epoch_losses, last_metrics = pack.train_epoch(state, loader)
+      valid = pack.evaluate(state["params"], "validation")
+      improved = _end_epoch(progress, state, valid, config.patience)
+      state, best = _keep_best(state, best, improved, progress.running)
+      progress.wall_time = time.time() - start
+      records = _epoch_records(progress, trained, epoch_losses, valid, last_metrics, state,
+                               progress.wall_time)
+      for k, record in records.items():
+        trial = progress.trials[k]
+        files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
+        _log_line(bar, f"{trial.workdir} epoch {progress.epoch}: train "
+                       f"{record['train_loss']:.4f} valid {valid['nll'][k]:.4f} (best "
+                       f"{trial.best_valid:.4f} at epoch {trial.best_epoch})")
+      checkpoints[0].save("latest", progress.epoch, {"state": state, "best": best},
+                          {**progress.to_json(), "loader": loader.get_state()})
       bar.update(1)
+    test = pack.evaluate(best, "test")
+    for k, (trial, c) in enumerate(zip(progress.trials, checkpoints)):
+      if trial.best_epoch and c.latest_epoch("best") != trial.best_epoch:
+        if c.latest_epoch("best") is not None:  # of an earlier run of this workdir
+          c.discard("best")
+        c.save("best", trial.best_epoch, _take(best, k),
+               {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
   finally:
     bar.close()
     for c in checkpoints:
       c.close()
-  for k, f in enumerate(files):
-    f.finish(_result(meta, k, num_params, task))
+  for k, (f, trial) in enumerate(zip(files, progress.trials)):
+    f.finish(_result(trial, test, k, pack.num_params, pack.task))
   return [f.result() for f in all_files]

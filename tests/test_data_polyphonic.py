@@ -28,11 +28,23 @@ def _fake_rolls(seed, counts=(6, 3, 2)):
   }
 
 
-def _write_pickle(path, rolls):
+def write_pickle(path, rolls):
+  """{split: [uint8 [T, 88]]} as a Boulanger-Lewandowski .pickle (MIDI notes per frame)."""
   keys = {"train": "train", "validation": "valid", "test": "test"}
   notes = {keys[s]: [[tuple(np.flatnonzero(f) + 21) for f in r] for r in rs] for s, rs in rolls.items()}
   with open(path, "wb") as f:
     pickle.dump(notes, f)
+
+
+def write_mat(path, rolls):
+  """{split: [uint8 [T, 88]]} in the .mat form: traindata/validdata/testdata cell arrays."""
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  cells = {}
+  for split, key in (("train", "traindata"), ("validation", "validdata"), ("test", "testdata")):
+    cells[key] = np.empty((1, len(rolls[split])), object)
+    for i, roll in enumerate(rolls[split]):
+      cells[key][0, i] = roll
+  scipy.io.savemat(path, cells)
 
 
 def _assert_same_splits(a, b):
@@ -58,7 +70,7 @@ def test_standard_jsb_reference_numbers():
 @needs_standard
 def test_pickle_and_mat_forms_agree(tmp_path):
   from_mat = piano_roll.read_polyphonic_file(STANDARD_JSB)
-  _write_pickle(tmp_path / "JSB Chorales.pickle", from_mat)
+  write_pickle(tmp_path / "JSB Chorales.pickle", from_mat)
   _assert_same_splits(piano_roll.read_polyphonic_file(tmp_path / "JSB Chorales.pickle"), from_mat)
 
 
@@ -80,8 +92,8 @@ def test_standard_jsb_through_tfds(tmp_path):
 
 def test_pickle_roundtrip_and_tfds_rebuild_on_new_file(tmp_path):
   first, second = _fake_rolls(0), _fake_rolls(1, counts=(4, 2, 2))
-  _write_pickle(tmp_path / "a.pickle", first)
-  _write_pickle(tmp_path / "b.pickle", second)
+  write_pickle(tmp_path / "a.pickle", first)
+  write_pickle(tmp_path / "b.pickle", second)
   _assert_same_splits(piano_roll.read_polyphonic_file(tmp_path / "a.pickle"), first)
   data_dir = tmp_path / "tfds"
   assert len(data.load("nottingham", "train", data_dir=data_dir, path=tmp_path / "a.pickle")) == 6
@@ -109,7 +121,7 @@ def test_missing_file_names_path_and_expected_content(tmp_path):
     piano_roll.read_polyphonic_file(missing)
   with pytest.raises(FileNotFoundError, match="not prepared in .*pass path="):
     data.load("jsb_chorales/standard", "train", data_dir=tmp_path / "tfds")
-  _write_pickle(tmp_path / "a.pickle", _fake_rolls(0))
+  write_pickle(tmp_path / "a.pickle", _fake_rolls(0))
   data.load("jsb_chorales/standard", "train", data_dir=tmp_path / "tfds", path=tmp_path / "a.pickle")
   with pytest.raises(FileNotFoundError, match=r"JSB_Chorales\.mat.*does not exist"):  # even if built
     data.load("jsb_chorales/standard", "train", data_dir=tmp_path / "tfds", path=missing)
@@ -148,7 +160,7 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
   with pytest.raises(ValueError, match="unknown config 'mat' .*jsb_chorales/music21, jsb_chorales/standard"):
     data.load("jsb_chorales/mat", "train", data_dir=tmp_path)
   rolls = _fake_rolls(2)
-  _write_pickle(tmp_path / "m.pickle", rolls)
+  write_pickle(tmp_path / "m.pickle", rolls)
   with pytest.raises(ValueError, match="unknown split 'valid'.*validation"):
     data.load("muse_data", "valid", data_dir=tmp_path, path=tmp_path / "m.pickle")
   assert set(data.dataset_names()) >= {"jsb_chorales/music21", "jsb_chorales/standard", "abc_tunes"}

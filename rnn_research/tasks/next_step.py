@@ -12,9 +12,14 @@ from rnn_research.models import NextStepModel
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 
-# config.data -> (TFDS name, kind)
+# config.data -> (TFDS name, kind). The Boulanger-Lewandowski sets are built from the user's
+# .pickle/.mat file (config.data_path) the first time, each under its own name.
 DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
-            "standard": ("jsb_chorales/standard", "piano_roll"),
+            "jsb_standard": ("jsb_chorales/standard", "piano_roll"),
+            "standard": ("jsb_chorales/standard", "piano_roll"),  # the former name
+            "nottingham": ("nottingham", "piano_roll"),
+            "muse_data": ("muse_data", "piano_roll"),
+            "piano_midi_de": ("piano_midi_de", "piano_roll"),
             "abc_tunes": ("abc_tunes", "characters")}
 
 
