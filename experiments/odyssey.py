@@ -1,17 +1,23 @@
 """LSTM: A Search Space Odyssey (Greff et al. 2017) on JSB Chorales: the vanilla LSTM and its
 eight variants, an independent random search of the paper's space for each.
 
-    # the README's main job: 9 variants x 2 trials, 3 epochs each, built-in data; ~10 min on 2 cores
-    python -m launch.local --study=experiments/odyssey.py:smoke --workers=2
-    # the full study on the standard file (200 trials per variant; hours on a CPU)
-    python -m launch.local --study=experiments/odyssey.py --workers=8 \
-        --config.data=standard --config.data_path=../shared/data/JSB_Chorales.mat
+    # the README's main job: 9 variants x 2 trials, 3 epochs each, built-in data; ~3 min on 2 cores
+    python -m launch.local --study=experiments/odyssey.py:smoke
+    # the reproduction on 2 CPU cores: 30 trials per variant on the standard file, ~3 hours
+    python -m launch.local --study=experiments/odyssey.py:cpu --sweep_dir=sweeps/odyssey-jsb-cpu
+    # the full study (200 trials per variant, as the paper; about 20 CPU-hours, see README)
+    python -m launch.local --study=experiments/odyssey.py
 
 One unidirectional LSTM layer with a sigmoid output layer, SGD with Nesterov momentum and an
-update per sequence, early stopping on validation NLL (max 150 epochs, patience 15), as the paper.
-Expected on the standard file (the paper's Fig. 3 and published numbers): the best trials near
-8.5-8.7 nats per frame; NFG and NOAF significantly worse than V; CIFG and NP about as good as V.
+update per sequence, early stopping on validation NLL (max 150 epochs, patience 15), as the paper,
+on the standard JSB file (`../shared/data/JSB_Chorales.mat` beside this repository; another with
+--config.data_path=...; --config.data=nottingham|muse_data|piano_midi_de for the other
+Boulanger-Lewandowski sets). Expected (the paper's Fig. 3 and published numbers): the best trials
+near 8.5-8.7 nats per frame; NFG and NOAF significantly worse than V; CIFG and NP about as good as
+V. The `:cpu` run's report is committed in experiments/results/odyssey-jsb-cpu/.
 """
+import pathlib
+
 import ml_collections
 
 from rnn_research import train
@@ -19,10 +25,12 @@ from rnn_research import train
 VARIANTS = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
 # The params the trials of a pack share (one compiled program needs one set of shapes).
 PACK_SHARED_PARAMS = ("hidden_size",)
+STANDARD_JSB = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "JSB_Chorales.mat"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: None (the full study) or "smoke" (minutes on a laptop CPU)."""
+  """arg: None (the full study), "cpu" (30 trials per variant, hours on 2 cores) or "smoke"
+  (minutes on a laptop CPU, on the built-in chorales)."""
   config = ml_collections.ConfigDict(dict(
       name="odyssey",
       variants=VARIANTS,
@@ -30,18 +38,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       pack_size=1,  # > 1: this many trials of a variant share a hidden size and train as one program
       trial=train.default_config(),
   ))
+  config.trial.update(data="jsb_standard", data_path=str(STANDARD_JSB),
+                      length_buckets=4)  # padded lengths fitted to the data: 4 programs a pack
   # Shortcuts a user sets on the command line: --config.data=standard --config.data_path=...
   config.data = config.trial.get_ref("data")
   config.data_path = config.trial.get_ref("data_path")
   config.data_dir = config.trial.get_ref("data_dir")
-  if arg == "smoke":
+  if arg == "cpu":
+    config.trials_per_variant = 30
+    config.pack_size = 6  # 5 packs, so 5 hidden sizes, per variant
+  elif arg == "smoke":
+    config.trial.update(data="music21", data_path="")
     config.trials_per_variant = 2
     config.pack_size = 2
     config.trial.max_epochs = 3
     config.trial.patience = 2
-    config.trial.pad_multiple = 64  # three padded lengths to compile per trial
+    config.trial.length_buckets = 2
+    config.trial.pad_multiple = 64  # the evaluation's padding: few programs to compile
   elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none (the full study) or 'smoke'")
+    raise ValueError(f"unknown config argument {arg!r}; use none (the full study), 'cpu' or "
+                     "'smoke'")
   config.lock()
   return config
 
