@@ -1,4 +1,5 @@
 """The report end to end: verdicts, Bonferroni p-values, counts, figures, partial sweeps, errors."""
+import csv
 import json
 import math
 import os
@@ -191,3 +192,34 @@ def test_box_plot_highlights_only_significant_variants(full, tmp_path):
     sweep.completed("CIFG", value + 0.01)
   write_report(sweep.dir)
   assert highlighted_pixels(tmp_path / "report" / "test_nll_boxes.png") == 0
+
+
+def test_paper_claims_are_checked_one_by_one(full):
+  """NFG is worse and CIFG is not (the sweep has no NOAF or NP): claims 2 and 3 hold in part;
+  nothing beats V; the synthetic NLLs (about 9) lie outside the published 8.4-8.8."""
+  _, values, _, markdown, summary = full
+  rows = table(markdown, "## Compared with the paper")
+  verdicts = {claim.split(" ")[0]: row["verdict"] for claim, row in rows.items()}
+  assert verdicts["No"] == "agrees"
+  assert verdicts["NFG"] == verdicts["CIFG"] == "partly"
+  top = next(row for claim, row in rows.items() if claim.startswith("The best 10%"))
+  top_means = [test[np.argsort(valid)[:3]].mean() for test, valid in values.values()]
+  inside = sum(8.4 <= m <= 8.8 for m in top_means)
+  assert top["verdict"] == ("agrees" if inside == 3 else "partly" if inside else "disagrees")
+  assert f"lies in the range for {inside} of 4 variants" in top["this run shows"]
+  nfg = next(row for claim, row in rows.items() if claim.startswith("NFG"))
+  assert "NFG: significantly worse (all trials" in nfg["this run shows"]
+  assert "NOAF: no trials" in nfg["this run shows"]
+  assert [c["verdict"] for c in summary["paper"]] == [row["verdict"] for row in rows.values()]
+
+
+def test_every_trial_is_in_the_trials_table(full):
+  sweep, values, path, _, _ = full
+  with open(os.path.join(os.path.dirname(path), "trials.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 3 * TRIALS + 2 + 3 + 1  # completed, NIG's two, diverged, running
+  nfg = [r for r in rows if r["variant"] == "NFG" and r["status"] == "completed"]
+  np.testing.assert_allclose(sorted(float(r["test_nll"]) for r in nfg), sorted(values["NFG"][0]))
+  assert {r["status"] for r in rows} == {"completed", "diverged", "running"}
+  assert all(float(r["learning_rate"]) > 0 and int(r["hidden_size"]) >= 20 for r in rows)
+  assert all(r["test_nll"] == "" for r in rows if r["status"] != "completed")

@@ -172,6 +172,8 @@ def learning_curves(curves: dict, baseline_nll, path: str) -> str:
     best = int(np.argmin(valid))
     ax.plot(epochs[best], valid[best], "o", color=f"C{i % 10}", markersize=5)
   _baseline_line(ax, baseline_nll)
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # epochs are whole
   ax.set_xlabel("epoch")
   ax.set_ylabel("validation NLL (nats per frame)")
   ax.set_title("Validation NLL of each variant's best trial (dot: best epoch)", fontsize=11)

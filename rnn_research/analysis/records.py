@@ -52,6 +52,7 @@ class TrialRecord:
   valid_nll: float | None = None
   test_nll: float | None = None
   best_epoch: int | None = None
+  epochs: int | None = None
   num_params: int | None = None
   workdir: str | None = None
   baseline_nll: float | None = None
@@ -108,7 +109,8 @@ def _record(variant: str, trial) -> TrialRecord:
   return TrialRecord(
       variant=variant, number=trial.number, status=status, params=_params(trial.params),
       valid_nll=_finite(valid), test_nll=_finite(attrs.get("test_nll")),
-      best_epoch=attrs.get("best_epoch"), num_params=attrs.get("num_params"),
+      best_epoch=attrs.get("best_epoch"), epochs=attrs.get("epochs"),
+      num_params=attrs.get("num_params"),
       workdir=attrs.get("workdir"), baseline_nll=_finite(attrs.get("baseline_nll")),
       data=attrs.get("data"), diverged_step=attrs.get("diverged_step"))
 

@@ -3,11 +3,12 @@
     python -m rnn_research.analysis.report --sweep_dir=DIR [--storage=URL]
 
 Reads the per-variant Optuna studies `odyssey/<variant>` (by default from DIR/study.db) and each
-trial's `metrics.jsonl` (see records.py), and writes the paper's Fig. 3 (box plots of test NLL,
-variants that differ significantly from V in thick blue), Fig. 4 (marginal effects), Fig. 5
-(fANOVA importance), learning curves, the tables behind them, and `summary.json` with the same
-numbers for scripts. About a minute for 9 x 200 trials, most of it fANOVA.
+trial's `metrics.jsonl` (see records.py), and writes the paper's conclusions checked one by one
+(paper.py), its Fig. 3 (box plots of test NLL, variants that differ significantly from V in thick
+blue), Fig. 4 (marginal effects), Fig. 5 (fANOVA importance), learning curves, the tables behind
+them, `summary.json` with the same numbers for scripts and `trials.csv` with every trial. About a minute for 9 x 200 trials, most of it fANOVA.
 """
+import csv
 import dataclasses
 import json
 import math
@@ -18,6 +19,7 @@ import numpy as np
 
 from rnn_research.analysis import figures
 from rnn_research.analysis import importance as imp
+from rnn_research.analysis import paper
 from rnn_research.analysis import records as rec
 from rnn_research.analysis import stats
 from rnn_research.analysis import tables
@@ -52,6 +54,28 @@ def _overview(sweep_dir, url, records, summaries, baseline, notes) -> list[str]:
   if counts[rec.RUNNING]:
     lines.append("- **Partial sweep**: running trials are counted but not analysed.")
   return lines + [f"- {n}" for n in notes] + [""]
+
+
+def _paper_section(checks: list[paper.Check]) -> list[str]:
+  return ["## Compared with the paper", "",
+          "Each conclusion of Greff et al. (2017) on JSB Chorales against this run. Significance: "
+          f"Welch's t-test against V, Bonferroni-corrected, p < {stats.ALPHA}, over all completed "
+          f"trials and over the best {stats.TOP_FRACTION:.0%} (the t-tests below); importance: "
+          "fANOVA (below). Every trial is in `trials.csv`.", "", paper.table(checks), ""]
+
+
+TRIAL_COLUMNS = ("variant", "number", "status", *rec.SEARCH_SPACE, "epochs", "best_epoch",
+                 "valid_nll", "test_nll", "num_params", "diverged_step")
+
+
+def _trials_csv(records: list[rec.TrialRecord], path: str) -> None:
+  """Every trial, one row each (TRIAL_COLUMNS; empty where a trial has no value)."""
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(TRIAL_COLUMNS)
+    for r in records:
+      values = {**dataclasses.asdict(r), **r.params}
+      writer.writerow(["" if values.get(c) is None else values[c] for c in TRIAL_COLUMNS])
 
 
 def _test_nll_section(out_dir, summaries, comparisons, baseline) -> list[str]:
@@ -137,9 +161,10 @@ def _curves_section(out_dir, sweep_dir, summaries, baseline) -> list[str]:
   return lines + notes + [""]
 
 
-def _summary_json(summaries, comparisons, importances, baseline) -> dict:
+def _summary_json(summaries, comparisons, importances, baseline, checks) -> dict:
   return {
       "baseline_nll": baseline,
+      "paper": [dataclasses.asdict(c) for c in checks],
       "variants": {s.variant: {
           "counts": s.counts,
           "best_trial": s.best.number if s.best else None,
@@ -169,7 +194,9 @@ def write_report(sweep_dir: str, storage: str | None = None) -> str:
   comparisons = stats.compare_summaries(summaries)
   baseline, notes = _baseline(records)
   importances = [imp.fanova(s.variant, s.ranked) for s in summaries]
+  checks = paper.checks(summaries, comparisons, importances)
   lines = (_overview(sweep_dir, url, records, summaries, baseline, notes)
+           + _paper_section(checks)
            + _test_nll_section(out_dir, summaries, comparisons, baseline)
            + _importance_section(out_dir, importances)
            + _marginals_section(out_dir, summaries)
@@ -178,7 +205,8 @@ def write_report(sweep_dir: str, storage: str | None = None) -> str:
   with open(path, "w") as f:
     f.write("\n".join(lines))
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(_summary_json(summaries, comparisons, importances, baseline), f, indent=1)
+    json.dump(_summary_json(summaries, comparisons, importances, baseline, checks), f, indent=1)
+  _trials_csv(records, os.path.join(out_dir, "trials.csv"))
   return path
 
 
