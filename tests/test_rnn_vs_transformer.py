@@ -201,9 +201,14 @@ def test_smoke_study_runs_end_to_end(fake_chorales, tmp_path):
     assert f"| {variant} | {trial.user_attrs['num_params']:,} |" in text
   headline = text.split("## Headline")[1].split("##")[0]
   assert all(f"| {b} |" in headline for b in ("gru", "mlp"))
+  config = default_config()
+  config.update(data="standard", data_path=path, data_dir=data_dir)
+  opening = comparison.opening_frame(make_task(config))[0, 0]
+  assert opening.sum() >= 3  # a chord of the training data, where untrained logits gave noise
   for backbone in ("gru", "mlp"):
-    abc = (sweep_dir / "report" / f"chorale_{backbone}.abc").read_text()
-    assert samples.abc_to_roll(abc).shape == (comparison.SAMPLE_FRAMES, 88)
+    roll = samples.abc_to_roll((sweep_dir / "report" / f"chorale_{backbone}.abc").read_text())
+    assert roll.shape == (comparison.SAMPLE_FRAMES, 88)
+    np.testing.assert_array_equal(roll[0], opening)
   assert (sweep_dir / "report" / "chorales.png").stat().st_size > 0
   assert json.loads((sweep_dir / "report" / "summary.json").read_text())["variants"].keys() == \
       set(variants)

@@ -12,6 +12,7 @@ and copy accuracy for the copy task) is what the tables and figures show:
 - samples from the best model of each backbone: chorales as piano-roll PNG and ABC text, folk
   tunes as ABC text and, where music21 can read it, a piano roll.
 """
+import collections
 import dataclasses
 import json
 import math
@@ -198,21 +199,24 @@ def _pyplot():
   return plt
 
 
-def metric_figure(best: dict[str, Trial], benchmark: str, path: str) -> str:
+def metric_figure(best: dict[str, Trial], completed: dict[str, int], benchmark: str,
+                  path: str) -> str:
   """Two panels: the test metric of each variant's best trial against its parameters and
-  against its training wall time, a line per backbone."""
+  against its training wall time, a colour per backbone. Each point is the best of its
+  variant's `completed` trials (labelled with their count), not a point on a scaling curve,
+  so the points are not joined."""
   plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   family = re.sub(r"\d+$", "", benchmark)
   for backbone in _ordered(t.backbone for t in best.values() if t.benchmark == benchmark):
-    points = sorted((t for t in best.values()
-                     if t.benchmark == benchmark and t.backbone == backbone),
-                    key=lambda t: t.result.get("num_params", 0))
-    axes[0].plot([t.result.get("num_params") for t in points], [t.metric for t in points], "o-",
-                 label=backbone, color=_color(backbone))
-    timed = [t for t in points if t.wall_time is not None]
-    axes[1].plot([t.wall_time for t in timed], [t.metric for t in timed], "o-", label=backbone,
-                 color=_color(backbone))
+    points = [t for t in best.values() if t.benchmark == benchmark and t.backbone == backbone]
+    for ax, x in zip(axes, (lambda t: t.result.get("num_params"), lambda t: t.wall_time)):
+      shown = [t for t in points if x(t) is not None]
+      ax.plot([x(t) for t in shown], [t.metric for t in shown], "o", label=backbone,
+              color=_color(backbone))
+      for t in shown:
+        ax.annotate(f"n={completed.get(t.variant, 0)}", (x(t), t.metric), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points", color=_color(backbone))
   baseline = next((t.result.get("baseline_nll") for t in best.values()
                    if t.benchmark == benchmark and t.result.get("baseline_nll") is not None
                    and family != "abc"), None)
@@ -312,14 +316,24 @@ def _restore_best(sweep_dir: str, trial: Trial):
   return config, task, model
 
 
+def opening_frame(task, seed: int = SAMPLE_SEED):
+  """The first frame of a training chorale drawn with `seed`: [1, 1, 88]. A model never learns
+  to predict a sequence's first frame (it is not scored), so a sample opens with a real one and
+  the model continues it."""
+  index = np.random.default_rng(seed).integers(len(task.train))
+  return np.asarray(task.train[int(index)]["roll"][:1], np.float32)[None]
+
+
 def _chorales(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
   import jax  # pylint: disable=g-import-not-at-top
   from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
   rolls, lines = {}, []
   for backbone, trial in best.items():
-    _, _, model = _restore_best(sweep_dir, trial)
-    roll = np.asarray(decoding.sample_piano_rolls(model, jax.random.key(SAMPLE_SEED), 1,
-                                                  SAMPLE_FRAMES))[0]
+    _, task, model = _restore_best(sweep_dir, trial)
+    opening = opening_frame(task)
+    drawn = decoding.sample_piano_rolls(model, jax.random.key(SAMPLE_SEED), 1,
+                                        SAMPLE_FRAMES - 1, primer=opening)
+    roll = np.concatenate([opening[0].astype(np.uint8), np.asarray(drawn)[0]])
     rolls[backbone] = roll
     text = render.roll_to_abc(roll, title=f"{trial.variant} trial {trial.number}")
     with open(os.path.join(out_dir, f"chorale_{backbone}.abc"), "w") as f:
@@ -328,7 +342,10 @@ def _chorales(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
               text.rstrip(), "```", ""]
   render.plot_piano_rolls(rolls, os.path.join(out_dir, "chorales.png"),
                           title=f"Sampled chorales, {SAMPLE_FRAMES} quarter notes")
-  return ["### Chorales (JSB)", "", "![Sampled chorales](chorales.png)", ""] + lines
+  return ["### Chorales (JSB)", "",
+          "Each opens with the first frame of a training chorale (the same for every backbone: a "
+          "model is never trained to predict a first frame, which is not scored); the model "
+          "draws the rest.", "", "![Sampled chorales](chorales.png)", ""] + lines
 
 
 def _folk_tunes(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
@@ -402,9 +419,10 @@ def write_report(sweep_dir: str, storage: str | None = None, *,
            "Test metric of the trial with the lowest validation NLL over all sizes (its "
            "parameters in brackets); lower is better.", ""]
   lines += [headline_table(best, benchmarks) if benchmarks else "No completed trial yet.", ""]
+  completed = collections.Counter(t.variant for t in trials if t.status == rec.COMPLETED)
   for benchmark in benchmarks:
     name = f"metric_{benchmark}.png"
-    metric_figure(best, benchmark, os.path.join(out_dir, name))
+    metric_figure(best, completed, benchmark, os.path.join(out_dir, name))
     lines += [f"## {benchmark}", "", *cut_note(sweep_dir, best, benchmark),
               f"![{benchmark}]({name})", "", _size_table(best, benchmark), ""]
   lines += latency_section(out_dir, latency_file)
