@@ -4,7 +4,7 @@ import dataclasses
 import pathlib
 
 from launch import study as studies
-from launch.worker import load_study_module
+from rnn_research.experiment import load_module
 from rnn_research.workdir import bind_config
 
 
@@ -59,7 +59,7 @@ def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | 
   Bad input (an unknown variant, an unreachable database, a sweep dir of another config)
   raises a ValueError before the sweep dir is written, when it can be told before."""
   study_file = str(pathlib.Path(config_argument.partition(":")[0]).absolute())
-  module = load_study_module(study_file)
+  module = load_module(study_file)
   check_config(config, module)
   opened = studies.open_storage(storage) if storage else None
   sweep_dir = pathlib.Path(sweep_dir or default_sweep_dir(config_argument))

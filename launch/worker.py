@@ -6,7 +6,6 @@ The processes of one JAX program (`rnn_research.parallel.initialize`: hosts of a
 the tasks of a multi-node SLURM job) are one worker: process 0 claims and records the trials,
 every process trains them (data parallel over all their devices)."""
 import contextlib
-import importlib.util
 import pathlib
 import time
 
@@ -14,14 +13,7 @@ import ml_collections
 from absl import logging
 
 from launch import study as studies
-
-
-def load_study_module(path: str):
-  """The experiment file (e.g. experiments/odyssey.py) as a module."""
-  spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from rnn_research.experiment import load_module
 
 
 def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
@@ -37,7 +29,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
   from rnn_research.train import train_pack
   # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  module = load_study_module(study_file)
+  module = load_module(study_file)
   config = ml_collections.ConfigDict(config)
   parallel.check_batch(config.trial.batch_size, jax.device_count(), config.pack_size,
                        jax.process_count())

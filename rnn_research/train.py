@@ -304,7 +304,8 @@ def _keep_best(state, best, improved, running):
 
 def _epoch_records(progress: PackProgress, trained, epoch_losses, valid: dict, last_metrics,
                    state, wall_time: float) -> dict:
-  """{trial index: its metrics.jsonl line} of the trials trained this epoch but diverged."""
+  """{trial index: its metrics.jsonl line} of the trials trained this epoch, but those that
+  diverged in it."""
   return {k: {"epoch": progress.epoch, "step": int(state["step"][k]),
               "train_loss": float(np.mean(epoch_losses[:, k])),
               **{f"valid_{name}": float(values[k]) for name, values in valid.items()},
@@ -336,6 +337,58 @@ def _pad_lengths(config, task: Task) -> tuple[int, ...]:
                               config.length_buckets)
 
 
+def _resume(checkpoints: list[Checkpoints], state, best, loader, progress: PackProgress):
+  """(state, best, progress) from the pack's `latest` checkpoint, with the loader's position;
+  as they are when there is none, or when it is another pack's (which is discarded)."""
+  if checkpoints[0].latest_epoch() is None:
+    return state, best, progress
+  saved = [t["workdir"] for t in checkpoints[0].meta().get("trials", ())]
+  if saved != [t.workdir for t in progress.trials]:  # another pack this trial led
+    checkpoints[0].discard("latest")
+    return state, best, progress
+  restored, meta = checkpoints[0].restore(
+      "latest", jax.tree.map(jnp.zeros_like, {"state": state, "best": best}))
+  loader.set_state(meta.pop("loader"))
+  progress = PackProgress.from_json(meta)
+  print(f"{progress.trials[0].workdir}: resumed after epoch {progress.epoch}", file=sys.stderr,
+        flush=True)
+  return _shard_trials(restored["state"]), _shard_trials(restored["best"]), progress
+
+
+def _epoch(pack: _Pack, state, best, loader, progress: PackProgress, patience: int,
+           start: float):
+  """Trains an epoch, evaluates it and stops trials early -> (state, best, validation
+  metrics, {trial index: its metrics.jsonl line})."""
+  trained = progress.running
+  state, epoch_losses, last_metrics = pack.train_epoch(state, loader)
+  valid = pack.evaluate(state["params"], "validation")
+  improved = _end_epoch(progress, state, valid, patience)
+  state, best = _keep_best(state, best, improved, progress.running)
+  progress.wall_time = time.time() - start
+  return state, best, valid, _epoch_records(progress, trained, epoch_losses, valid,
+                                            last_metrics, state, progress.wall_time)
+
+
+def _log_epoch(files: list[Workdir], bar, progress: PackProgress, valid: dict,
+               records: dict) -> None:
+  for k, record in records.items():
+    trial = progress.trials[k]
+    files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
+    _log_line(bar, f"{trial.workdir} epoch {progress.epoch}: train {record['train_loss']:.4f} "
+                   f"valid {valid['nll'][k]:.4f} (best {trial.best_valid:.4f} at epoch "
+                   f"{trial.best_epoch})")
+
+
+def _save_best(checkpoints: list[Checkpoints], progress: PackProgress, best) -> None:
+  """Each trial's `best` checkpoint: its parameters at its best epoch."""
+  for k, (trial, c) in enumerate(zip(progress.trials, checkpoints)):
+    if trial.best_epoch and c.latest_epoch("best") != trial.best_epoch:
+      if c.latest_epoch("best") is not None:  # of an earlier run of this workdir
+        c.discard("best")
+      c.save("best", trial.best_epoch, _take(best, k),
+             {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
+
+
 def train_pack(configs, workdirs, *, overwrite: bool = False,
                task: Task | None = None) -> list[dict]:
   """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
@@ -362,22 +415,9 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
                        seed=config.seed, pad_multiple=config.pad_multiple,
                        pad_lengths=_pad_lengths(config, pack.task))
   checkpoints = [Checkpoints(f.path) for f in files]
-  state = pack.initial_state
-  best = jax.tree.map(jnp.copy, state["params"])  # its own buffers: the step donates state's
-  progress = PackProgress([TrialProgress(str(f.path)) for f in files])
-  if checkpoints[0].latest_epoch() is not None:
-    if [t["workdir"] for t in checkpoints[0].meta().get("trials", ())] == [
-        t.workdir for t in progress.trials]:
-      restored, meta = checkpoints[0].restore(
-          "latest", jax.tree.map(jnp.zeros_like, {"state": state, "best": best}))
-      state, best = _shard_trials(restored["state"]), _shard_trials(restored["best"])
-      loader.set_state(meta.pop("loader"))
-      progress = PackProgress.from_json(meta)
-      print(f"{files[0].path}: resumed after epoch {progress.epoch}", file=sys.stderr,
-            flush=True)
-    else:  # the checkpoint of another pack this trial led: start afresh
-      checkpoints[0].discard("latest")
-
+  best = jax.tree.map(jnp.copy, pack.initial_state["params"])  # the step donates state's
+  state, best, progress = _resume(checkpoints, pack.initial_state, best, loader,
+                                  PackProgress([TrialProgress(str(f.path)) for f in files]))
   pack.precompile(state, loader.batch_per_shape())
   bar = _progress(config.max_epochs, f"trials {files[0].path.name}"
                   + (f" +{len(files) - 1}" if len(files) > 1 else ""))
@@ -385,30 +425,14 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   start = time.time() - progress.wall_time  # training time counts on across resumes
   try:
     while progress.epoch < config.max_epochs and progress.running.any():
-      trained = progress.running
-      state, epoch_losses, last_metrics = pack.train_epoch(state, loader)
-      valid = pack.evaluate(state["params"], "validation")
-      improved = _end_epoch(progress, state, valid, config.patience)
-      state, best = _keep_best(state, best, improved, progress.running)
-      progress.wall_time = time.time() - start
-      records = _epoch_records(progress, trained, epoch_losses, valid, last_metrics, state,
-                               progress.wall_time)
-      for k, record in records.items():
-        trial = progress.trials[k]
-        files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
-        _log_line(bar, f"{trial.workdir} epoch {progress.epoch}: train "
-                       f"{record['train_loss']:.4f} valid {valid['nll'][k]:.4f} (best "
-                       f"{trial.best_valid:.4f} at epoch {trial.best_epoch})")
+      state, best, valid, records = _epoch(pack, state, best, loader, progress,
+                                           config.patience, start)
+      _log_epoch(files, bar, progress, valid, records)
       checkpoints[0].save("latest", progress.epoch, {"state": state, "best": best},
                           {**progress.to_json(), "loader": loader.get_state()})
       bar.update(1)
     test = pack.evaluate(best, "test")
-    for k, (trial, c) in enumerate(zip(progress.trials, checkpoints)):
-      if trial.best_epoch and c.latest_epoch("best") != trial.best_epoch:
-        if c.latest_epoch("best") is not None:  # of an earlier run of this workdir
-          c.discard("best")
-        c.save("best", trial.best_epoch, _take(best, k),
-               {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
+    _save_best(checkpoints, progress, best)
   finally:
     bar.close()
     for c in checkpoints:
