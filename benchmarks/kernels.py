@@ -30,9 +30,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from kernels import rnn as kernel_rnn  # noqa: E402
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS  # noqa: E402
-from rnn_research.layers import run  # noqa: E402
+from rnn_research.layers import recurrence, run  # noqa: E402
 from rnn_research.torch_weights import params_from_torch  # noqa: E402
 
 IMPLS = ("pallas_seq", "pallas_step", "scan", "flax", "cudnn")
@@ -126,7 +125,7 @@ def jax_fns(impl, cell, kind, params, dtype, state_dict=None):
         return run(cell, p, xs, backend="scan")[0]
       xp = cell.input_projection(p, jnp.swapaxes(xs, 0, 1))
       carry0 = cell.initial_carry((xs.shape[0],), xs.dtype)
-      return jnp.swapaxes(kernel_rnn.recurrence(cell, p, xp, carry0, **options)[1], 0, 1)
+      return jnp.swapaxes(recurrence(cell, p, xp, carry0, backend="pallas", **options)[1], 0, 1)
 
   def fwdbwd(p, xs, dys):
     ys, vjp = jax.vjp(layer, p, xs)

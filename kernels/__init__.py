@@ -1,9 +1,10 @@
 """Pallas kernels for the library's recurrences (GPU through Triton, TPU through Mosaic, any
 CPU in interpret mode).
 
-    rnn.recurrence(cell, params, xp, carry0, lengths, *, resets, h_mask, zoneout, grad_clip)
-                                                        the entry point, as the scan path's
-    rnn.supports(cell, platform, **options)             what backend="auto" may run here
+    rnn.recurrence(cell, params, xp, carry0, lengths, options)
+                                                        the entry point (rnn_research.layers'
+                                                        recurrence with backend="pallas")
+    rnn.supports(cell, platform)                        what backend="auto" may run here
     sequence.fused_sequence                             whole-sequence kernel op (custom VJP)
     step.fused_step, step.stepped_sequence              step kernel op, and it in a scan
     programs.program_for(cell)                          a cell in the kernels' layout

@@ -1,7 +1,6 @@
-"""The kernels' entry point: the same call as `rnn_research.layers.recurrence`.
+"""The kernels' entry point, the "pallas" backend of `rnn_research.layers.recurrence`:
 
-    recurrence(cell, params, xp, carry0, lengths, unroll, *, resets, h_mask, zoneout, grad_clip,
-               remat) -> (final carry, ys [T, B, out])
+    recurrence(cell, params, xp, carry0, lengths, options) -> (final carry, ys [T, B, out])
 
 It packs the library's params and the options into the kernels' layout (padded to the
 platform's tiles; with head-wise recurrence each head padded on its own), runs the
@@ -11,25 +10,18 @@ reach the library params through the packing, which is plain jnp.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kernels import autodiff, platforms, programs, sequence, step
-from rnn_research.cells import LSTMDef
 from rnn_research.cells.base import CellDef
 
 IMPLS = ("sequence", "step")
-OPTIONS = ("resets", "h_mask", "zoneout", "grad_clip", "remat")
 
 
-def supports(cell: CellDef, platform: str | None = None, **options) -> bool:
+def supports(cell: CellDef, platform: str | None = None) -> bool:
   """Whether backend="auto" should run `cell` on the kernels here: an LSTMDef, GRUDef or
   ElmanDef (any preset, layer norm, cell clipping, head-wise recurrence) on gpu or tpu, on gpu
-  if the matrices inside its gate math (LSTMP's P, the Cho GRU's R_n) fit one program.
-  `options`: the recurrence's keyword options that are set (resets, h_mask, zoneout,
-  grad_clip, remat); the kernels run every one of them, so they never decide."""
-  unknown = sorted(set(options) - set(OPTIONS))
-  if unknown:
-    raise ValueError(f"options must be among {OPTIONS}, got {unknown}")
+  if the matrices inside its gate math (LSTMP's P, the Cho GRU's R_n) fit one program. The
+  kernels run every option of the recurrence, so the options never decide."""
   try:
     programs.program_for(cell)
   except ValueError:
@@ -98,43 +90,6 @@ def _padded_sizes(target: platforms.Target, program: programs.Program) -> tuple[
   return target.hidden_size(cell.hidden_size), target.hidden_size(cell.output_size)
 
 
-def _check_options(cell, num_steps, batch, resets, h_mask, zoneout, grad_clip):
-  """-> (resets, h_mask, keeps per zoneout state (c, h or h)) as arrays; ValueError for bad
-  shapes and values."""
-  resets, h_mask = (None if a is None else jnp.asarray(a) for a in (resets, h_mask))
-  if resets is not None and (tuple(resets.shape) != (num_steps, batch) or not (
-      resets.dtype == jnp.bool_ or jnp.issubdtype(resets.dtype, jnp.integer))):
-    raise ValueError(f"resets must be bool of shape [time, batch]=({num_steps}, {batch}), got "
-                     f"{resets.dtype} of shape {tuple(resets.shape)}")
-  if h_mask is not None and tuple(h_mask.shape) != (batch, cell.output_size):
-    raise ValueError(f"h_mask must have shape [batch, output_size]=({batch}, "
-                     f"{cell.output_size}), got {tuple(h_mask.shape)}")
-  if grad_clip is not None and not grad_clip > 0:
-    raise ValueError(f"grad_clip must be None or > 0, got {grad_clip!r}")
-  if zoneout is None:
-    return resets, h_mask, None
-  pair = isinstance(cell, LSTMDef)
-  if pair != isinstance(zoneout, (tuple, list)) or (pair and len(zoneout) != 2):
-    form = "a pair (keep_c, keep_h)" if pair else "one array keep_h"
-    raise ValueError(f"zoneout must be None or {form} for {type(cell).__name__}, got "
-                     f"{type(zoneout).__name__}")
-  widths = (cell.hidden_size, cell.output_size) if pair else (cell.hidden_size,)
-  keeps = tuple(None if k is None else jnp.asarray(k) for k in (zoneout if pair else (zoneout,)))
-  for keep, w in zip(keeps, widths):
-    full = (num_steps, batch, w)
-    if keep is not None and (keep.ndim > 3 or _broadcast(keep.shape, full) != full):
-      raise ValueError(f"zoneout weights must broadcast to [time, batch, width]={full}, got "
-                       f"shape {tuple(keep.shape)}")
-  return resets, h_mask, keeps
-
-
-def _broadcast(*shapes):
-  try:
-    return np.broadcast_shapes(*shapes)
-  except ValueError:
-    return None
-
-
 def _extras(program, layout, resets, h_mask, keeps, lengths_k, shape, padded_shape):
   """The options in the kernels' layout: time and batch `shape` padded to `padded_shape`."""
   if resets is not None:
@@ -162,39 +117,30 @@ def _keep_layout(program, layout, keep, k, shape, padded_shape):
   return programs.pad_to(keep, (*padded_shape, keep.shape[-1]))
 
 
-def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1, *,
-               resets=None, h_mask=None, zoneout=None, grad_clip: float | None = None,
-               remat=None, platform: str | None = None, interpret=None, impl: str | None = None,
+def recurrence(cell: CellDef, params, xp, carry0, lengths, options, *,
+               platform: str | None = None, interpret=None, impl: str | None = None,
                block_b: int | None = None, block_t: int | None = None,
                block_n: int | None = None):
-  """Runs the recurrence on the Pallas kernels.
+  """Runs the recurrence on the Pallas kernels (the "pallas" backend of
+  `rnn_research.layers.recurrence`, which documents the options).
 
   Args:
-    cell, params, xp, carry0, lengths: as `rnn_research.layers.recurrence`: xp [T, B, width]
-      the input projection, carry0 the carry at t = 0, lengths optional int [B].
-    unroll: accepted for the same signature; the kernels loop inside.
-    resets: bool [T, B]: the carry entering step t of row b is carry0[b] where set.
-    h_mask: [B, output_size]: recurrent dropout; multiplies h where it enters the recurrent
-      matmuls (the carry and the outputs are not masked).
-    zoneout: LSTM family (keep_c, keep_h), other cells keep_h; each None or an array that
-      broadcasts to [T, B, width]: new = keep·entering + (1 − keep)·new. Arrays constant over
-      time and batch (evaluation's rates) are passed once, not per step.
-    grad_clip: clips the carry cotangent each step passes back to the previous step to
-      ±grad_clip (the forward is unchanged).
-    remat: accepted and ignored: the kernels' backward already keeps only the state sequence
-      and recomputes the gates, and the recurrent weights' gradients are one matmul after it.
+    cell, params, xp, carry0, lengths: as the library's recurrence: xp [T, B, width] the input
+      projection, carry0 the carry at t = 0, lengths None or int [B].
+    options: the checked `rnn_research.layers.options.Options`: resets [T, B] (already off
+      past each row's length), h_mask [B, out], keeps per zoneout state (None or [T|1, B|1,
+      w|1]; ones constant over time and batch are passed once, not per step), grad_clip.
+      remat is ignored: the kernels' backward already keeps only the state sequence and
+      recomputes the gates, and the recurrent weights' gradients are one matmul after it.
     platform: "gpu", "tpu" or "cpu" (default: JAX's default backend).
     interpret: True / `pltpu.InterpretParams` to interpret (default: only on the cpu).
     impl: "sequence" or "step" (default: "sequence" where the weights fit on chip).
     block_b, block_t, block_n: batch, time (sequence kernel) and hidden (step kernel)
       blocks; default: the platform's.
 
-  No gradient flows to resets, h_mask or the zoneout weights (they are masks).
-
   Returns:
     (final carry, ys [T, B, out]) with the dtype of carry0.
   """
-  del unroll, remat
   program = programs.program_for(cell)
   target = platforms.resolve(platform, interpret)
   _check_inner_matrices(target, cell)
@@ -203,8 +149,8 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
   if xp.ndim != 3:
     raise ValueError(f"xp must be [time, batch, width], got shape {tuple(xp.shape)}")
   num_steps, batch, _ = xp.shape
-  resets, h_mask, keeps = _check_options(cell, num_steps, batch, resets, h_mask, zoneout,
-                                         grad_clip)
+  resets, h_mask, keeps, grad_clip = (options.resets, options.h_mask, options.keeps,
+                                      options.grad_clip)
   dtype = jax.tree.leaves(carry0)[0].dtype
   padded_b, block_b = target.batch_blocks(batch, xp.dtype, block_b)
   padded_n, padded_ny = _padded_sizes(target, program)
@@ -225,8 +171,6 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
     full = jnp.full((batch,), num_steps, jnp.int32)
     lengths_k = programs.pad_to(full if lengths is None else lengths.astype(jnp.int32),
                                 (padded_b,))[:, None]  # padded rows: length 0
-  if resets is not None and lengths is not None:  # past its length a row's carry stays
-    resets = resets.astype(bool) & (jnp.arange(num_steps)[:, None] < lengths[None, :])
   extras = _extras(program, layout, resets, h_mask, keeps, lengths_k, (num_steps, batch),
                    (padded_t, padded_b))
 

@@ -1,5 +1,6 @@
 """The Pallas kernels in interpret mode against the scan path: outputs, final carries and
 gradients (inputs, initial carry, every weight), for every cell the kernels cover."""
+import functools
 import logging
 
 import jax
@@ -12,6 +13,8 @@ from cases import CASES, random_params, rel_err
 from kernels import platforms, programs, rnn, sequence, step
 from rnn_research.cells import GRUDef, LSTMDef, MGUDef, PRESETS
 from rnn_research.layers import LSTM, recurrence, run
+
+pallas = functools.partial(recurrence, backend="pallas")
 
 KERNEL_CASES = [c for c in CASES if isinstance(c.cell, tuple(programs._POINTWISE))]
 F32_TOL, BF16_TOL = 1e-5, 2e-2
@@ -50,7 +53,7 @@ def assert_close(got, want, tol):
 def check_against_scan(cell, rng, batch, steps, lengths, tol=F32_TOL, **kernel_args):
   params, xs, carry0, weights = random_inputs(cell, rng, batch, steps)
   lengths = None if lengths is None else jnp.asarray(lengths)
-  kernel = lambda *a: rnn.recurrence(*a, **kernel_args)
+  kernel = lambda *a: recurrence(*a, backend="pallas", **kernel_args)
   got = value_and_grads(kernel, cell, params, xs, carry0, weights, lengths)
   want = value_and_grads(recurrence, cell, params, xs, carry0, weights, lengths)
   assert_close(got, want, tol)
@@ -89,7 +92,7 @@ def test_bfloat16(name, impl, rng):
   cell = next(c.cell for c in KERNEL_CASES if c.name == name)
   params, xs, carry0, weights = random_inputs(cell, rng, 3, 6, jnp.bfloat16)
   lengths = jnp.array([6, 2, 5])
-  kernel = lambda *a: rnn.recurrence(*a, impl=impl)
+  kernel = lambda *a: recurrence(*a, backend="pallas", impl=impl)
   (final, ys), grads = value_and_grads(kernel, cell, params, xs, carry0, weights, lengths)
   assert ys.dtype == jnp.bfloat16 and jax.tree.leaves(grads)[0].dtype == jnp.bfloat16
   up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
@@ -105,7 +108,8 @@ def test_gpu_blocks_in_interpret_mode_fall_back_to_the_step_kernel(rng, caplog):
   with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
     check_against_scan(cell, rng, 2, 3, [3, 2], platform="gpu", interpret=True)
     params, xs, carry0, _ = random_inputs(cell, rng, 2, 3)
-    jax.eval_shape(lambda *a: rnn.recurrence(cell, *a, platform="gpu", interpret=True),
+    jax.eval_shape(lambda *a: recurrence(cell, *a, backend="pallas", platform="gpu",
+                                                interpret=True),
                    params, cell.input_projection(params, xs), carry0)
   assert [r.getMessage() for r in caplog.records if "step kernel" in r.getMessage()] == [
       "Pallas: the recurrent weights of LSTMDef(hidden_size=100) take 262144 bytes, more than "
@@ -162,22 +166,22 @@ def test_bad_arguments(rng):
   with pytest.raises(ValueError, match="cell must be an LSTMDef, GRUDef or ElmanDef"):
     run(MGUDef(4, 6), MGUDef(4, 6).init_params(jax.random.key(0)), xs, backend="pallas")
   with pytest.raises(ValueError, match="impl must be one of"):
-    rnn.recurrence(GRUDef(4, 6), params, xp, carry0, impl="fast")
+    pallas(GRUDef(4, 6), params, xp, carry0, impl="fast")
   with pytest.raises(ValueError, match="block_n must divide the padded hidden size 6"):
-    rnn.recurrence(GRUDef(4, 6), params, xp, carry0, impl="step", block_n=4)
+    pallas(GRUDef(4, 6), params, xp, carry0, impl="step", block_n=4)
   with pytest.raises(ValueError, match="block_n must be the hidden size 6"):
-    rnn.recurrence(GRUDef(4, 6, reset_after=False), GRUDef(4, 6, False).init_params(
+    pallas(GRUDef(4, 6, reset_after=False), GRUDef(4, 6, False).init_params(
         jax.random.key(0)), xp, carry0, impl="step", block_n=3)
   with pytest.raises(ValueError, match="block_t must be the whole sequence"):
-    rnn.recurrence(GRUDef(4, 6), params, xp, carry0, platform="gpu", interpret=True, block_t=1)
+    pallas(GRUDef(4, 6), params, xp, carry0, platform="gpu", interpret=True, block_t=1)
   with pytest.raises(ValueError, match="block_b must be a power of 2 >= 16 on gpu"):
-    rnn.recurrence(GRUDef(4, 6), params, xp, carry0, platform="gpu", interpret=True, block_b=8)
+    pallas(GRUDef(4, 6), params, xp, carry0, platform="gpu", interpret=True, block_b=8)
   cho = GRUDef(4, 256, reset_after=False)
   assert not rnn.supports(cho, "gpu") and rnn.supports(cho, "tpu") and not rnn.supports(cho, "cpu")
   with pytest.raises(ValueError, match="hidden_size=256 is too large for the Pallas kernels"):
-    rnn.recurrence(cho, cho.init_params(jax.random.key(0)), jnp.zeros((2, 3, 768)),
+    pallas(cho, cho.init_params(jax.random.key(0)), jnp.zeros((2, 3, 768)),
                    cho.initial_carry((3,)), platform="gpu", interpret=True)
   with pytest.raises(ValueError, match="interpret must be set on the cpu platform"):
-    rnn.recurrence(GRUDef(4, 6), params, xp, carry0, platform="cpu", interpret=False)
+    pallas(GRUDef(4, 6), params, xp, carry0, platform="cpu", interpret=False)
   with pytest.raises(ValueError, match="backend must be one of"):
     run(GRUDef(4, 6), params, jnp.swapaxes(xs, 0, 1), backend="triton")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from kernels import rnn
+from rnn_research.layers import recurrence
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
 
 # jax-ml/jax#28376's H100 80GB HBM3 target config (runtime 13.0, cuDNN 9.10).
@@ -50,7 +50,7 @@ def compile_grads(cell, platform, sharding, dtype, batch=16, steps=32):
 
   def grads(params, xp, carry0):
     def loss(*args):
-      out = rnn.recurrence(cell, *args, platform=platform, interpret=False)
+      out = recurrence(cell, *args, backend="pallas", platform=platform, interpret=False)
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(out))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 

@@ -10,7 +10,7 @@ import pytest
 from jax.experimental.pallas import tpu as pltpu
 from jax.sharding import AbstractDevice, AbstractMesh
 
-from kernels import rnn
+from rnn_research.layers import recurrence
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
 from test_kernels import KERNEL_CASES, check_against_scan
 
@@ -39,9 +39,9 @@ def lowered_custom_calls(cell, platform, impl, dtype, batch=16, steps=8, options
 
   def grads(params, xp, carry0, lengths, extras):
     def loss(params, xp, carry0):
-      final, ys = rnn.recurrence(cell, params, xp, carry0, lengths, platform=kernel_platform,
-                                 interpret=False, impl=impl, grad_clip=1.0 if options else None,
-                                 **extras)
+      final, ys = recurrence(cell, params, xp, carry0, lengths, backend="pallas",
+                             platform=kernel_platform, interpret=False, impl=impl,
+                             grad_clip=1.0 if options else None, **extras)
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves((final, ys)))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 

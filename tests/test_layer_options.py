@@ -14,7 +14,7 @@ from cases import gru_weights, random_params, rel_err
 from rnn_research.cells import GRUDef, LSTMCarry, LSTMDef, PRESETS, lstm
 from rnn_research.layers import (GRU, LSTM, SimpleRNN, recurrence, regularization, run,
                                  run_bidirectional, sequence, tbptt)
-from rnn_research.layers.recurrence import segment_length
+from rnn_research.layers.options import segment_length
 
 D, H, P = 3, 5, 3
 T, B = 7, 3
@@ -335,24 +335,23 @@ def test_layer_uses_the_masks_it_draws_in_training_and_none_in_evaluation(rng):
   assert not np.array_equal(call(model, xs), ys_eval)
 
 
-def test_layer_passes_options_as_keywords(monkeypatch, rng):
+def test_layer_passes_its_options_to_the_backend(monkeypatch, rng):
+  """The layer's options reach the backend as one checked value, unset ones as None."""
   seen = []
+  run_backend = sequence._recurrence  # pylint: disable=protected-access
 
-  def recording(backend, cell, **options):
-    seen.append(sorted(options))
-    def call(*args, **kwargs):
-      assert sorted(kwargs) == sorted(options) and len(args) == 6
-      return recurrence(*args, **kwargs)
-    return call
+  def recording(backend, cell, params, xp, carry0, lengths, unroll, checked):
+    seen.append(sorted(k for k, v in vars(checked).items() if v is not None))
+    return run_backend(backend, cell, params, xp, carry0, lengths, unroll, checked)
 
-  monkeypatch.setattr(sequence, "recurrence_for", recording)
+  monkeypatch.setattr(sequence, "_recurrence", recording)
   model = GRU(D, H, bidirectional=True, recurrent_dropout=0.2, zoneout_h=0.1, remat="sqrt",
               grad_clip=1.0, rngs=nnx.Rngs(0))
   resets = jnp.asarray(rng.random((B, T)) < 0.2)
   trace = lambda model, **kwargs: nnx.eval_shape(  # traced, not compiled
       lambda m: m(jnp.ones((B, T, D)), **kwargs), model)
   trace(model, resets=resets)
-  assert seen == [["grad_clip", "h_mask", "remat", "resets", "zoneout"]] * 2
+  assert seen == [["grad_clip", "h_mask", "keeps", "remat", "resets"]] * 2
   seen.clear()
   trace(GRU(D, H, rngs=nnx.Rngs(0)))
   assert seen == [[]]

@@ -2,5 +2,5 @@
 layers (`StackedRNN`, `LSTM`, `GRU`, `SimpleRNN`)."""
 from rnn_research.layers.modules import (GRU, LSTM, SimpleRNN, StackedRNN,
                                         load_torch_state_dict)
-from rnn_research.layers.recurrence import recurrence
-from rnn_research.layers.sequence import BACKENDS, reverse_sequences, run, run_bidirectional
+from rnn_research.layers.sequence import (BACKENDS, recurrence, reverse_sequences, run,
+                                         run_bidirectional)

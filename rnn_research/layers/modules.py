@@ -21,7 +21,7 @@ from flax import nnx
 
 from rnn_research.cells import modules as cells
 from rnn_research.layers import regularization, sequence
-from rnn_research.layers.recurrence import check_grad_clip, segment_length
+from rnn_research.layers.options import check_grad_clip, check_remat
 
 
 class StackedRNN(nnx.Module):
@@ -60,7 +60,7 @@ class StackedRNN(nnx.Module):
     regularization.check_rate("dropout", dropout)
     rates = regularization.Rates(input_dropout, recurrent_dropout, weight_dropout, zoneout_c,
                                  zoneout_h)
-    segment_length(1, remat)
+    check_remat(remat)
     check_grad_clip(grad_clip)
     sequence.check_backend(backend)
     self.num_layers, self.bidirectional = num_layers, bidirectional

@@ -4,12 +4,15 @@ state resets, reverse and bidirectional. Pure functions of (cell, params, inputs
 Shapes: xs [B, T, D] batch-first (or [T, B, D] with time_major=True); lengths [B] ints in [1, T];
 resets [B, T] bool (or [T, B]), True at the first step of each new segment.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnn_research.cells.base import CellDef
-from rnn_research.layers.recurrence import recurrence
+from rnn_research.layers import options
+from rnn_research.layers.scan import scan
 
 BACKENDS = ("scan", "pallas", "auto")
 
@@ -19,16 +22,66 @@ def check_backend(backend: str) -> None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def recurrence_for(backend: str, cell: CellDef, **options):
-  """The recurrence of a backend: "pallas" runs the kernels (interpreted on a CPU), "auto"
-  runs them on GPU/TPU where they support the cell and the `options` (the recurrence's keyword
-  options that are set) and the scan elsewhere."""
-  if backend == "scan":
-    return recurrence
-  from kernels import rnn  # Pallas is imported only when a kernel backend is asked for
-  if backend == "auto" and not rnn.supports(cell, **options):
-    return recurrence
-  return rnn.recurrence
+def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1, *,
+               backend: str = "scan", resets=None, h_mask=None, zoneout=None,
+               grad_clip: float | None = None, remat=None, **kernel_options):
+  """Runs the recurrence of `cell` over precomputed input projections on `backend`.
+
+  Args:
+    cell, params: the cell definition and its parameters.
+    xp: [T, B, width] `cell.input_projection` of the inputs.
+    carry0: the carry at t = 0 (leaves [B, ...]).
+    lengths: optional int [B]; steps t >= lengths[b] leave sequence b's carry unchanged and
+      output zeros.
+    unroll: steps per loop iteration of the scan (the kernels loop inside).
+    backend: "scan", "pallas" or "auto" (see `resolve_backend`).
+    resets: optional bool [T, B]; where set, the carry entering step t is carry0 (packed
+      sequences, episode boundaries). Ignored past a sequence's length.
+    h_mask: optional float [B, output_size]: h ⊙ h_mask is what the recurrent weights multiply
+      (variational dropout, one mask per sequence, 1/(1-p) inside); carry and outputs unmasked.
+      Matmuls inside the gate math (the Cho GRU's R_n, MGU, MUT) and FGR's gate recurrence
+      see the carry unmasked.
+    zoneout: optional keep weights, each None or float broadcastable to [T, B, width]: a pair
+      (keep_c, keep_h) for the LSTM (widths hidden_size, output_size), one array keep_h for
+      single-state cells. 0/1 masks drawn per step in training; the rate itself at evaluation.
+    grad_clip: optional float > 0: the carry cotangent passed from step t to t-1 is clipped to
+      [-grad_clip, grad_clip]. Forward unchanged.
+    remat: None, an int k >= 1 or "sqrt": keep every k-th carry (k near sqrt(T)) and recompute
+      inside the backward pass; the same gradients in O(T/k + k) carries of memory (the
+      kernels keep only the state sequence anyway and ignore it).
+    **kernel_options: the kernels' own (`kernels.rnn.recurrence`: platform, interpret, impl,
+      block sizes), with backend "pallas".
+
+  No gradient flows to resets, h_mask or the zoneout weights (they are masks).
+
+  Returns:
+    (final carry, ys [T, B, out]).
+  """
+  checked = options.check(cell, xp.shape[0], xp.shape[1], lengths, resets=resets,
+                          h_mask=h_mask, zoneout=zoneout, grad_clip=grad_clip, remat=remat)
+  return _recurrence(backend, cell, params, xp, carry0, lengths, unroll, checked,
+                     **kernel_options)
+
+
+def resolve_backend(backend: str, cell: CellDef) -> str:
+  """"scan" or "pallas" for `backend`: "pallas" runs the kernels (interpreted on a CPU), "auto"
+  runs them on GPU/TPU where they support the cell and the scan elsewhere."""
+  check_backend(backend)
+  if backend == "auto":
+    from kernels import rnn  # Pallas is imported only when a kernel backend is asked for
+    return "pallas" if rnn.supports(cell) else "scan"
+  return backend
+
+
+def _recurrence(backend: str, cell: CellDef, params, xp, carry0, lengths, unroll: int,
+                checked: options.Options, **kernel_options):
+  if resolve_backend(backend, cell) == "scan":
+    if kernel_options:
+      raise ValueError(f"{sorted(kernel_options)} are options of the kernels, not of "
+                       f"backend={backend!r}")
+    return scan(cell, params, xp, carry0, lengths, unroll, checked)
+  from kernels import rnn  # pylint: disable=g-import-not-at-top
+  return rnn.recurrence(cell, params, xp, carry0, lengths, checked, **kernel_options)
 
 
 def check_inputs(xs, in_features: int, time_major: bool) -> None:
@@ -73,19 +126,18 @@ def check_carry(carry, expected, argument: str = "initial_carry") -> None:
                        f"{tuple(got.shape)}")
 
 
-def check_resets(resets, batch: int, num_steps: int, time_major: bool):
-  """Returns resets as bool [T, B] (or None)."""
+def time_major_resets(resets, batch: int, num_steps: int, time_major: bool):
+  """resets [B, T] (or [T, B] if time_major) -> [T, B] (or None); a shape that fits neither
+  layout is named in the batch-major form the caller used."""
   if resets is None:
     return None
   resets = jnp.asarray(resets)
-  layout, shape = (("[time, batch]", (num_steps, batch)) if time_major
-                   else ("[batch, time]", (batch, num_steps)))
-  if resets.shape != shape or not (resets.dtype == jnp.bool_
-                                   or jnp.issubdtype(resets.dtype, jnp.integer)):
-    raise ValueError(f"resets must be bool of shape {layout}={shape}, got {resets.dtype} of "
-                     f"shape {tuple(resets.shape)}")
-  resets = resets.astype(bool)
-  return resets if time_major else resets.T
+  if time_major:
+    return resets
+  if resets.ndim != 2 or resets.shape != (batch, num_steps):
+    raise ValueError(f"resets must be bool of shape [batch, time]=({batch}, {num_steps}), got "
+                     f"{resets.dtype} of shape {tuple(resets.shape)}")
+  return resets.T
 
 
 def reverse_resets(resets, lengths):
@@ -108,7 +160,7 @@ def reverse_sequences(xs, lengths):
 
 def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse: bool = False,
         time_major: bool = False, unroll: int = 1, backend: str = "scan", resets=None,
-        **options):
+        **recurrence_options):
   """Runs `cell` over `xs`.
 
   Args:
@@ -121,13 +173,13 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     reverse: run from each sequence's last valid step back to its first; outputs stay aligned
       with the inputs.
     unroll: time steps per scan iteration.
-    backend: "scan", "pallas" or "auto" (see `recurrence_for`).
+    backend: "scan", "pallas" or "auto" (see `resolve_backend`).
     resets: optional bool [B, T] ([T, B] if time_major): the carry entering a marked step is
       initial_carry again, so packed sequences run as if each segment ran alone. With reverse,
       each segment runs backwards from its own last step.
-    **options: h_mask, zoneout, grad_clip, remat of `layers.recurrence.recurrence` (the masks
-      indexed by the recurrence's steps: zoneout weights are time-major [T, B, width], in the
-      order the run visits the steps).
+    **recurrence_options: h_mask, zoneout, grad_clip, remat of `recurrence` (the masks indexed
+      by the recurrence's steps: zoneout weights are time-major [T, B, width], in the order
+      the run visits the steps).
 
   Returns:
     (ys [B, T, out] (or [T, B, out]), final carry).
@@ -138,7 +190,7 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     xs = jnp.swapaxes(xs, 0, 1)
   num_steps, batch = xs.shape[:2]
   lengths = check_lengths(lengths, batch, num_steps)
-  resets = check_resets(resets, batch, num_steps, time_major)
+  resets = time_major_resets(resets, batch, num_steps, time_major)
   dtype = jnp.result_type(xs, *jax.tree.leaves(params))
   default_carry = cell.initial_carry((batch,), dtype)
   if initial_carry is None:
@@ -146,14 +198,13 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
   else:
     check_carry(initial_carry, default_carry)
     initial_carry = jax.tree.map(lambda c: jnp.asarray(c, dtype), initial_carry)
+  checked = options.check(cell, num_steps, batch, lengths, resets=resets, **recurrence_options)
   if reverse:
     xs = reverse_sequences(xs, lengths)
-    if resets is not None:
-      resets = reverse_resets(resets, lengths)
-  options = {k: v for k, v in dict(options, resets=resets).items() if v is not None}
+    if checked.resets is not None:
+      checked = dataclasses.replace(checked, resets=reverse_resets(checked.resets, lengths))
   xp = cell.input_projection(params, xs)
-  final, ys = recurrence_for(backend, cell, **options)(cell, params, xp, initial_carry, lengths,
-                                                       unroll, **options)
+  final, ys = _recurrence(backend, cell, params, xp, initial_carry, lengths, unroll, checked)
   if reverse:
     ys = reverse_sequences(ys, lengths)
   return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
@@ -171,10 +222,10 @@ def run_bidirectional(cell: CellDef, params_forward, params_backward, xs, *, ini
   e.g. each direction's own dropout masks) to one.
   """
   carry_forward, carry_backward = (None, None) if initial_carry is None else initial_carry
-  options = dict(options, lengths=lengths, time_major=time_major, unroll=unroll,
-                 backend=backend, resets=resets)
+  shared = dict(options, lengths=lengths, time_major=time_major, unroll=unroll,
+                backend=backend, resets=resets)
   ys_f, final_f = run(cell, params_forward, xs, initial_carry=carry_forward,
-                      **options, **(options_forward or {}))
+                      **shared, **(options_forward or {}))
   ys_b, final_b = run(cell, params_backward, xs, initial_carry=carry_backward, reverse=True,
-                      **options, **(options_backward or {}))
+                      **shared, **(options_backward or {}))
   return jnp.concatenate([ys_f, ys_b], axis=-1), (final_f, final_b)

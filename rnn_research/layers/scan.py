@@ -1,4 +1,4 @@
-"""The time loop of any cell on `jax.lax.scan`, with a backward pass that follows the design:
+"""The time loop of any cell on `jax.lax.scan` (the "scan" backend), with a backward pass that follows the design:
 per step only the recurrent matmuls' transposes and the pointwise vjp run in the reverse loop;
 each recurrent weight's gradient is one matmul over all steps after it (over each segment, with
 remat).
@@ -20,62 +20,45 @@ Axis letters: T time, B batch. Everything here is time-major.
 """
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
 from rnn_research.cells import heads
 from rnn_research.cells.base import CellDef
+from rnn_research.layers.options import Options, segment_length
 
 
-def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1, *, resets=None,
-               h_mask=None, zoneout=None, grad_clip: float | None = None, remat=None):
-  """Runs the recurrence over precomputed input projections.
+def scan(cell: CellDef, params, xp, carry0, lengths, unroll: int, options: Options):
+  """Runs the recurrence over precomputed input projections (the "scan" backend of
+  `layers.recurrence`, which documents the options).
 
   Args:
     cell: the cell definition.
     params: the cell's parameters.
     xp: [T, B, width] `cell.input_projection` of the inputs.
     carry0: the carry at t = 0 (leaves [B, ...]).
-    lengths: optional int [B]; steps t >= lengths[b] leave sequence b's carry unchanged and
+    lengths: None or int [B]; steps t >= lengths[b] leave sequence b's carry unchanged and
       output zeros.
     unroll: steps per loop iteration of the scan.
-    resets: optional bool [T, B]; where set, the carry entering step t is carry0 (packed
-      sequences, episode boundaries). Ignored past a sequence's length.
-    h_mask: optional float [B, output_size]: h ⊙ h_mask is what the recurrent weights multiply
-      (variational dropout, one mask per sequence, 1/(1-p) inside); carry and outputs unmasked.
-      Matmuls inside the gate math (the Cho GRU's R_n, MGU, MUT) and FGR's gate recurrence
-      see the carry unmasked.
-    zoneout: optional keep weights, each None or float broadcastable to [T, B, width]: a pair
-      (keep_c, keep_h) for the LSTM (widths hidden_size, output_size), one array keep_h for
-      single-state cells. 0/1 masks drawn per step in training; the rate itself at evaluation.
-    grad_clip: optional float > 0: the carry cotangent passed from step t to t-1 is clipped to
-      [-grad_clip, grad_clip]. Forward unchanged.
-    remat: None, an int k >= 1 or "sqrt": keep every k-th carry (k near sqrt(T)) and recompute
-      inside the backward pass; the same gradients in O(T/k + k) carries of memory.
+    options: the checked `layers.options.Options`.
 
   Returns:
     (final carry, ys [T, B, out]).
   """
   num_steps, batch = xp.shape[:2]
-  keeps = check_zoneout(cell, zoneout, num_steps, batch)
-  check_grad_clip(grad_clip)
-  segment = segment_length(num_steps, remat)
+  segment = segment_length(num_steps, options.remat)
   steps, consts = {}, {}
-  if resets is not None:
-    resets = check_resets(resets, num_steps, batch)
-    if lengths is not None:  # past its length a sequence's carry stays as it is
-      resets = resets & (jnp.arange(num_steps)[:, None] < lengths[None, :])
-    steps["reset"] = resets
-  if h_mask is not None:
-    consts["h_mask"] = check_h_mask(cell, h_mask, batch)
-  per_step = ()
+  if options.resets is not None:
+    steps["reset"] = options.resets
+  if options.h_mask is not None:
+    consts["h_mask"] = options.h_mask
+  keeps, per_step = options.keeps, ()
   if keeps is not None:
     per_step = tuple(k is not None and k.shape[0] > 1 for k in keeps)
     steps["keep"] = tuple(k if s else None for k, s in zip(keeps, per_step))
     consts["keep"] = tuple(None if s or k is None else k[0] for k, s in zip(keeps, per_step))
-  config = _Config(cell, unroll, grad_clip, segment, per_step)
+  config = _Config(cell, unroll, options.grad_clip, segment, per_step)
   weights = {w: params[w] for w in cell.recurrent_weights}
   valid = _valid_steps(num_steps, lengths)
   if segment is not None and num_steps % segment:
@@ -88,76 +71,6 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
     return final, ys[front:]
   return _recurrence(config, weights, cell.pointwise_params(params), xp, carry0, valid, steps,
                      consts)
-
-
-# -- argument checks --------------------------------------------------------------------------
-
-def check_resets(resets, num_steps: int, batch: int):
-  """-> bool [T, B]; integers are read as 0 / nonzero."""
-  resets = jnp.asarray(resets)
-  if resets.shape != (num_steps, batch) or not (
-      resets.dtype == jnp.bool_ or jnp.issubdtype(resets.dtype, jnp.integer)):
-    raise ValueError(f"resets must be bool of shape [time, batch]=({num_steps}, {batch}), "
-                     f"got {resets.dtype} of shape {tuple(resets.shape)}")
-  return resets.astype(bool)
-
-
-def check_h_mask(cell: CellDef, h_mask, batch: int):
-  h_mask = jnp.asarray(h_mask)
-  if h_mask.shape != (batch, cell.output_size) or not jnp.issubdtype(h_mask.dtype, jnp.floating):
-    raise ValueError(f"h_mask must be float of shape [batch, output_size]=({batch}, "
-                     f"{cell.output_size}), got {h_mask.dtype} of shape {tuple(h_mask.shape)}")
-  return h_mask
-
-
-def check_zoneout(cell: CellDef, zoneout, num_steps: int, batch: int):
-  """-> None, or a tuple of keep weights per state of `cell.zoneout_widths`, each None or
-  [T or 1, B or 1, width or 1]."""
-  if zoneout is None:
-    return None
-  widths = cell.zoneout_widths
-  pair = len(widths) == 2
-  if pair != isinstance(zoneout, (tuple, list)) or (pair and len(zoneout) != 2):
-    form = "a pair (keep_c, keep_h)" if pair else "one array keep_h"
-    raise ValueError(f"zoneout must be None or {form} for {type(cell).__name__}, got "
-                     f"{type(zoneout).__name__}")
-  keeps = []
-  for keep, width in zip(zoneout if pair else (zoneout,), widths):
-    if keep is not None:
-      keep = jnp.asarray(keep)
-      full = (num_steps, batch, width)
-      if (keep.ndim > 3 or not jnp.issubdtype(keep.dtype, jnp.floating)
-          or not _broadcasts(keep.shape, full)):
-        raise ValueError(f"zoneout weights must be float and broadcast to [time, batch, width]="
-                         f"{full}, got {keep.dtype} of shape {tuple(keep.shape)}")
-      keep = keep.reshape((1,) * (3 - keep.ndim) + keep.shape)
-    keeps.append(keep)
-  return tuple(keeps)
-
-
-def _broadcasts(shape, full) -> bool:
-  return all(a in (1, b) for a, b in zip(shape[::-1], full[::-1]))
-
-
-def check_grad_clip(grad_clip) -> None:
-  if grad_clip is not None and (isinstance(grad_clip, bool)
-                                or not isinstance(grad_clip, (int, float)) or grad_clip <= 0):
-    raise ValueError(f"grad_clip must be None or a float > 0, got {grad_clip!r}")
-
-
-def segment_length(num_steps: int, remat) -> int | None:
-  """The steps between kept carries for `remat` (None: keep every carry). "sqrt" takes the
-  divisor of T nearest to sqrt(T) when one lies within a factor 2 of it (no padding), else
-  ceil(sqrt(T))."""
-  if remat is None:
-    return None
-  if remat == "sqrt":
-    root = math.sqrt(num_steps)
-    divisors = [k for k in range(math.ceil(root / 2), int(2 * root) + 1) if num_steps % k == 0]
-    return min(divisors, key=lambda k: abs(k - root)) if divisors else math.ceil(root)
-  if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
-    raise ValueError(f"remat must be None, a positive int or 'sqrt', got {remat!r}")
-  return min(remat, num_steps)
 
 
 # -- one step -----------------------------------------------------------------------------------
