@@ -135,7 +135,7 @@ class CellDef:
     return tuple(heads.matmul(r, params[w])
                  for r, w in zip(self.recurrent_inputs(carry), self.recurrent_weights))
 
-  # -- regularisation of the carry (see rnn_research.layers.recurrence) -------------------
+  # -- regularisation of the carry (see rnn_research.layers.scan) --------------------------
   @property
   def zoneout_widths(self) -> tuple[int, ...]:
     """Widths of the states that zoneout acts on: (h,) for single-state cells."""
