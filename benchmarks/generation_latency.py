@@ -26,9 +26,10 @@ from flax import nnx
 
 from benchmarks.common import cpu_name
 from experiments.rnn_vs_transformer import BACKBONES, tcn_blocks
-from rnn_research.models import decoding, make_backbone
-from rnn_research.models.sizing import match_width
-from rnn_research.transformer import width_step
+from rnn_research.backbones import make_backbone
+from rnn_research.generation import decoding
+from rnn_research.backbones.sizing import match_width
+from rnn_research.backbones.transformer import width_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("params", 200_000, "Parameters of every backbone (the width is matched).")

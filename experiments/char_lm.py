@@ -60,7 +60,7 @@ def variant_config(config, name: str) -> ml_collections.ConfigDict:
 
 def main(config, workdir: str) -> dict:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  from rnn_research.generation import decoding  # pylint: disable=g-import-not-at-top
   from rnn_research.tasks import make_task  # pylint: disable=g-import-not-at-top
   results = {}
   for name in config.variants:

@@ -24,7 +24,7 @@ A variant is `<benchmark>-<backbone>-<size>`, e.g. `jsb-transformer-200k`:
   receptive field cover the sequence), `mlp` (a window of 8 steps), `transformer` (2 pre-LN
   blocks, 4 heads, rotary positions);
 - sizes: a parameter count (`50k`, `200k`, `1m`), met by choosing the width
-  (`rnn_research.models.sizing.match_width` on the real model).
+  (`rnn_research.backbones.sizing.match_width` on the real model).
 Each variant is an Optuna study (`rnn_vs_transformer/<variant>`) with a random search over the
 learning rate (Adam) and dropout. The report (`rnn_research.analysis.comparison`) plots the test
 metric against parameters and against training time, the generation latency per token against
@@ -206,8 +206,8 @@ def model_factory(trial):
 def _matched_width(trial_json: str, target: int) -> int:
   """The width of the trial's model closest to `target` parameters (cached per model and data:
   the trials of a variant share it)."""
-  from rnn_research.models.sizing import match_width  # pylint: disable=g-import-not-at-top
-  from rnn_research.transformer import width_step  # pylint: disable=g-import-not-at-top
+  from rnn_research.backbones.sizing import match_width  # pylint: disable=g-import-not-at-top
+  from rnn_research.backbones.transformer import width_step  # pylint: disable=g-import-not-at-top
   trial = ml_collections.ConfigDict(json.loads(trial_json))
   make, model = model_factory(trial), trial.model
 

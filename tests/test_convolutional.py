@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.models.convolutional import TCN, WindowMLP
+from rnn_research.backbones.convolutional import TCN, WindowMLP
 
 B, T, D, C = 3, 9, 4, 5
 LENGTHS = np.array([T, 5, 1])

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rnn_research.backbones import make_backbone
+from rnn_research.generation import decoding
 from rnn_research.layers import LSTM
-from rnn_research.models import NextStepModel, decoding, make_backbone
+from rnn_research.models import NextStepModel
 
 B, T, D = 2, 6, 3
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.models.classifier import SequenceClassifier
 from rnn_research.models.encoder import pool
-from rnn_research.models.tagger import SequenceTagger
+from rnn_research.models.labelling import (SequenceClassifier, SequenceTagger, correct,
+                                           label_loss)
 
 
 def config(**overrides):
@@ -87,3 +87,20 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match=r"\[batch, time, 5\] features"):
     SequenceClassifier(config(bidirectional=False, num_layers=1), 5, 2,
                        rngs=nnx.Rngs(0))(np.zeros((2, 3, 4)), None)
+
+
+def test_loss_and_accuracy_count_only_the_labelled_positions(rng):
+  """Per sequence (no mask) and per step (mask), against NumPy's cross-entropy."""
+  for shape, mask in (((3,), None), ((2, 5), np.array([[1, 1, 1, 0, 0], [1] * 5], bool))):
+    logits = rng.normal(size=(*shape, 4))
+    labels = rng.integers(0, 4, size=shape)
+    weight = np.ones(shape, bool) if mask is None else mask
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+    total, count = label_loss(logits, labels, mask)
+    np.testing.assert_allclose(total, nll[weight].sum(), rtol=1e-6)
+    hits, seen = correct(logits, labels, mask)
+    assert int(count) == int(seen) == weight.sum()
+    assert int(hits) == ((logits.argmax(-1) == labels) & weight).sum()
+  with pytest.raises(ValueError, match=r"must have the shape of the logits without.*\(3,\)"):
+    label_loss(rng.normal(size=(3, 4)), np.zeros((3, 1), int))

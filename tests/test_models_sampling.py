@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_research.models.sampling import sample_loop, sample_token
+from rnn_research.generation.sampling import sample_loop, sample_token
 
 
 def test_greedy_and_top_1_take_the_argmax(rng):

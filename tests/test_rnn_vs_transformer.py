@@ -16,8 +16,8 @@ from flax import nnx
 from experiments import rnn_vs_transformer as study
 from rnn_research.analysis import comparison, samples
 from rnn_research.models import NextStepModel
-from rnn_research.models.convolutional import TCN
-from rnn_research.models.sizing import count_params, match_width
+from rnn_research.backbones.convolutional import TCN
+from rnn_research.backbones.sizing import count_params, match_width
 from rnn_research.tasks import make_task
 from rnn_research.train import default_config
 

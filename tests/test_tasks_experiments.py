@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import gradient_flow
-from rnn_research.models.classifier import SequenceClassifier
+from rnn_research.models.labelling import SequenceClassifier
 from rnn_research.models.features import encode, fit_logistic_regression
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rnn_research.transformer import Transformer
+from rnn_research.backbones.transformer import Transformer
 
 B, T, D, W, HEADS = 3, 7, 5, 8, 2
 

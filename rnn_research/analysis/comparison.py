@@ -326,7 +326,7 @@ def opening_frame(task, seed: int = SAMPLE_SEED):
 
 def _chorales(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
   import jax  # pylint: disable=g-import-not-at-top
-  from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  from rnn_research.generation import decoding  # pylint: disable=g-import-not-at-top
   rolls, lines = {}, []
   for backbone, trial in best.items():
     _, task, model = _restore_best(sweep_dir, trial)
@@ -351,7 +351,7 @@ def _chorales(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
 def _folk_tunes(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
   import jax  # pylint: disable=g-import-not-at-top
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  from rnn_research.models import decoding  # pylint: disable=g-import-not-at-top
+  from rnn_research.generation import decoding  # pylint: disable=g-import-not-at-top
   from rnn_research.tasks.next_step import max_length  # pylint: disable=g-import-not-at-top
   rolls, lines = {}, []
   for backbone, trial in best.items():

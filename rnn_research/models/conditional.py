@@ -8,16 +8,16 @@ vector to a language model (Vinyals et al. 2015, "Show and Tell").
 The condition (here the ids of a tune's key and metre) is embedded, the embeddings concatenated
 and mapped by tanh(W c + b) to one input vector, which the backbone reads as step 0, before
 `<start>`; the language model then predicts the sequence token by token. Any causal backbone
-works (`models.backbones`); generation steps it with `models.decoding`.
+works (`rnn_research.backbones`); generation steps it with `generation.decoding`.
 """
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.models import decoding
-from rnn_research.models.backbones import make_backbone
+from rnn_research.backbones import make_backbone
+from rnn_research.generation import decoding
+from rnn_research.generation.sampling import check_sampling, sample_loop
 from rnn_research.models.encoder import check_ids_and_lengths
-from rnn_research.models.sampling import check_sampling, sample_loop
 
 
 class ConditionalGenerator(nnx.Module):

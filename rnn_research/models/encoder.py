@@ -15,8 +15,8 @@ Model config keys read here: backbone, hidden_size, ... (see `models.backbones`)
 import jax.numpy as jnp
 from flax import nnx
 
+from rnn_research.backbones import make_backbone
 from rnn_research.layers import reverse_sequences
-from rnn_research.models.backbones import make_backbone
 
 POOLINGS = ("last", "mean", "max")
 

@@ -5,7 +5,7 @@ Inputs [B, T, D] (piano rolls) or token ids [B, T] (characters, embedded first);
 """
 from flax import nnx
 
-from rnn_research.models.backbones import make_backbone
+from rnn_research.backbones import make_backbone
 
 
 class NextStepModel(nnx.Module):

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnn_research.cells import modules as cells
-from rnn_research.models import beam_search as beams
+from rnn_research.generation import beam_search as beams
+from rnn_research.generation.sampling import sample_loop
 from rnn_research.models.encoder import SequenceEncoder
-from rnn_research.models.sampling import sample_loop
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 DECODER_CELLS = ("lstm", "gru")

@@ -20,7 +20,7 @@ The baseline NLL is the test cross-entropy of the training split's label frequen
 import collections
 import math
 
-from rnn_research.models.classifier import SequenceClassifier, classification_loss, correct
+from rnn_research.models.labelling import SequenceClassifier, correct, label_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
 from rnn_research.tasks.base import eval_batches
@@ -70,7 +70,7 @@ def classification_task(splits: dict, vocab, classes, config) -> Task:
     return SequenceClassifier(model_config, len(vocab), len(classes), embed=True, rngs=rngs)
 
   def loss(model, batch):
-    return classification_loss(model(batch["inputs"], batch["lengths"]), batch["targets"])
+    return label_loss(model(batch["inputs"], batch["lengths"]), batch["targets"])
 
   def metrics(model, batch):
     return {"accuracy": correct(model(batch["inputs"], batch["lengths"]), batch["targets"])}

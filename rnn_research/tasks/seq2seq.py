@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_research.models.seq2seq import Seq2Seq, decoder_inputs
-from rnn_research.models.tagger import correct_steps, tagging_loss
+from rnn_research.models.labelling import correct, label_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
 from rnn_research.tasks.base import eval_batches
@@ -64,14 +64,14 @@ def seq2seq_task(splits: dict, vocab, config) -> Task:
 
   def loss(model, batch):
     targets = batch["targets"]
-    return tagging_loss(logits_of(model, batch), targets, targets != vocab.pad_id)
+    return label_loss(logits_of(model, batch), targets, targets != vocab.pad_id)
 
   def metrics(model, batch):
     targets = batch["targets"]
     ids, _ = model.greedy(batch["inputs"], batch["source_lengths"], start_id=start,
                           end_id=vocab.end_id, max_length=targets.shape[1])
     exact = jnp.all(ids == targets, axis=1)
-    return {"token_accuracy": correct_steps(logits_of(model, batch), targets,
+    return {"token_accuracy": correct(logits_of(model, batch), targets,
                                             targets != vocab.pad_id),
             "sequence_accuracy": (jnp.sum(exact), jnp.asarray(exact.shape[0]))}
 

@@ -16,7 +16,8 @@ from flax import nnx
 
 from rnn_research import metrics
 from rnn_research.data import synthetic
-from rnn_research.models import NextStepModel, make_backbone
+from rnn_research.backbones import make_backbone
+from rnn_research.models import NextStepModel
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 

@@ -9,7 +9,7 @@ The baseline NLL is the test cross-entropy of the training split's bass-note fre
 """
 import numpy as np
 
-from rnn_research.models.tagger import SequenceTagger, correct_steps, tagging_loss
+from rnn_research.models.labelling import SequenceTagger, correct, label_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 from rnn_research.tasks.next_step import DATASETS
@@ -38,11 +38,11 @@ def tagging_task(splits: dict, config) -> Task:
     return SequenceTagger(model_config, classes, classes, embed=True, rngs=rngs)
 
   def loss(model, batch):
-    return tagging_loss(model(batch["inputs"], batch["lengths"]), batch["targets"], batch["mask"])
+    return label_loss(model(batch["inputs"], batch["lengths"]), batch["targets"], batch["mask"])
 
   def metrics(model, batch):
     logits = model(batch["inputs"], batch["lengths"])
-    return {"accuracy": correct_steps(logits, batch["targets"], batch["mask"])}
+    return {"accuracy": correct(logits, batch["targets"], batch["mask"])}
 
   return Task(splits["train"], eval_batches(splits, config, transform), transform, make_model,
               loss, metrics, baseline_nll=frequency_nll(splits["train"], splits["test"]))

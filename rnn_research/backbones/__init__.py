@@ -9,9 +9,9 @@ any of RECURRENT_OPTIONS the config sets (recurrent dropout, zoneout, remat, hea
 """
 from flax import nnx
 
+from rnn_research.backbones.convolutional import mlp_backbone, tcn_backbone
+from rnn_research.backbones.transformer import transformer_backbone
 from rnn_research.layers import GRU, LSTM, SimpleRNN
-from rnn_research.models.convolutional import mlp_backbone, tcn_backbone
-from rnn_research.transformer import transformer_backbone
 
 
 # Layer options of the recurrent stacks a model config may set (absent: the layer's default).

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.models import sampling
+from rnn_research.generation import sampling
 
 
 def _in_features(backbone) -> int:
