@@ -9,5 +9,6 @@ CPU in interpret mode).
     step.fused_step, step.stepped_sequence              step kernel op, and it in a scan
     programs.program_for(cell)                          a cell in the kernels' layout
 
-Imports only jax, flax, numpy and rnn_research.cells.
+Imports nothing from rnn_research: a cell is passed in and used through its per-gate-block
+interface (rnn_research.cells.base), so the dependency runs one way.
 """

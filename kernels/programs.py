@@ -1,25 +1,29 @@
-"""Cells rewritten for the kernels: gate-major layouts and the pointwise math on per-gate blocks.
+"""A cell as the kernels run it: its per-gate-block interface in the kernels' padded layouts.
 
 A kernel never slices a value along its lanes (Triton cannot, Mosaic only at tile boundaries),
-so every cell is re-expressed on separate [B, N] blocks:
+so a cell declares its gate math on separate [B, N] blocks (`rnn_research.cells.base`:
+`block_pointwise` and what it reads), and this module lays its arrays out for the kernels:
 
-    states  : the carry as a tuple of f32 state vectors [B, w] (LSTM: c, h[, gate_1..gate_S])
-    xs      : the input projection (biases folded in) as one [B, N] block per gate
-    terms   : the recurrent matmuls, one weight per (source state, target gate):
-              [w_src, N], or with head-wise recurrence [heads, d, d] (the diagonal blocks only);
-              rprojs[gate] = Σ states[src] @ weight over the gate's terms
-    small   : what the pointwise math reads besides (peepholes, GRU's c_n, the layer-norm gains
-              [1, N]; LSTMP's P [N, Ny], Cho-GRU's R_n [N, N]), named by `small_names`
+    states  : the carry as a tuple of f32 state vectors [B, w] (`cell.carry_states`)
+    xs      : the input projection (biases folded in, `cell.block_xs`) as one [B, N] block per
+              gate
+    terms   : the recurrent matmuls, one weight per (source state, target gate), from the cell's
+              `recurrent_blocks`: [w_src, N], or with head-wise recurrence [heads, d, d] (the
+              diagonal blocks only); rprojs[gate] = Σ states[src] @ weight over the gate's terms
+    small   : what the gate math reads besides (`cell.small_params`): vectors as rows [1, N],
+              matrices padded whole
 
 `pack` turns library params into these arrays (padding batch and hidden to the kernel's tile);
 `unpack` turns the kernel's state sequences back into the library's (final carry, ys). Both
-are plain differentiable jnp, so gradients reach the library params through them.
+are plain differentiable jnp, so gradients reach the library params through them. Nothing here
+knows a cell family: the cell is passed in and used only through that interface, so the kernels
+import nothing from `rnn_research`.
 
 Head-wise recurrence (`cell.num_heads` > 1) of a column-separable cell makes every head an
 independent recurrence over its own columns: the hidden axis is laid out head by head, each
 head padded to its own tile ([heads·d_p]), and the kernels run one program per head holding
-only that head's [d_p, d_p] blocks. Cells whose gate math mixes columns (layer norm, the Cho
-GRU's R_n) get the blocks packed into a dense block-diagonal weight instead.
+only that head's [d_p, d_p] blocks. Cells whose gate math mixes columns (layer norm, matrices
+inside the gate math) get the blocks packed into a dense block-diagonal weight instead.
 
 Per-step options (see `step`): resets choose the initial state as the state entering a step;
 the recurrent dropout mask multiplies h where it enters the recurrent matmuls; zoneout mixes
@@ -28,17 +32,12 @@ the entering state back into the new one; lengths freeze rows past their end.
 Axis letters: T time, B batch, G gates, N hidden_size (padded Np), Ny output size (padded).
 """
 import dataclasses
-from typing import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from rnn_research.cells import ElmanDef, GRUDef, LSTMDef
-from rnn_research.cells import base
-from rnn_research.cells.lstm import LSTMCarry
-
 f32 = jnp.float32
-LN_EPS = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,29 +101,45 @@ class Layout:
 class Program:
   """What the kernels need to know about one cell; hashable, so it is a static argument.
 
+  cell: the cell definition, used only through its per-gate-block interface.
   num_gates: G, the [B, N] blocks of the input projection.
   terms: ((source state, target gate), ...), one recurrent weight each, in `Packed.weights` order.
   output_state: the state that is the cell's output y (and the carry's h).
-  separable: the pointwise math acts column by column, so a kernel may tile the hidden axis.
+  separable: the gate math acts column by column, so a kernel may tile the hidden axis.
   same_grads: d rprojs[gate] == d xs[gate] for every term's gate (the projection and the
     input only meet in a sum), so the backward kernel need not write d rprojs.
   heads: independent head recurrences the kernels run as separate programs (1: dense R).
   """
-  cell: base.CellDef
-  num_gates: int
-  terms: tuple
-  output_state: int
-  separable: bool
-  same_grads: bool
-  heads: int = 1
+  cell: Any
 
-  # -- sizes ------------------------------------------------------------------------------
+  @property
+  def num_gates(self) -> int:
+    return self.cell.num_gates
+
+  @property
+  def terms(self) -> tuple[tuple[int, int], ...]:
+    return tuple((src, gate) for sources, gates in self.cell.recurrent_blocks
+                 for src in sources for gate in gates)
+
+  @property
+  def output_state(self) -> int:
+    return self.cell.output_state
+
+  @property
+  def separable(self) -> bool:
+    return self.cell.separable
+
+  @property
+  def same_grads(self) -> bool:
+    return self.cell.same_grads
+
+  @property
+  def heads(self) -> int:
+    return getattr(self.cell, "num_heads", 1) if self.separable else 1
+
   def state_widths(self, n: int, ny: int) -> tuple[int, ...]:
     """Widths of the state vectors for hidden size n and output size ny."""
-    if isinstance(self.cell, LSTMDef):
-      spec = self.cell.spec
-      return (n, ny) + (n,) * len(spec.sigmoid_gates) * spec.full_gate_recurrence
-    return (n,)
+    return self.cell.state_widths(n, ny)
 
   @property
   def rproj_gates(self) -> tuple[int, ...]:
@@ -142,17 +157,12 @@ class Program:
   @property
   def small_names(self) -> tuple[str, ...]:
     """Names of the `small` arrays, in order."""
-    cell = self.cell
-    if isinstance(cell, LSTMDef):
-      spec = cell.spec
-      names = [f"p_{g}" for g in spec.sigmoid_gates] if spec.peepholes else []
-      if cell.layer_norm:
-        names += [f"ln_h_{g}" for g in spec.gate_names] + ["ln_c", "ln_c_bias"]
-      return tuple(names + (["P"] if cell.proj_size else []))
-    if isinstance(cell, GRUDef):
-      names = ["c_n"] if cell.reset_after else ["R_n"]
-      return tuple(names + ([f"ln_h_{g}" for g in "run"] if cell.layer_norm else []))
-    return ()
+    return self.cell.small_names
+
+  def small_shapes(self) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the cell's `small_params` (computed without arrays)."""
+    params = {k: jax.ShapeDtypeStruct(shape, f32) for k, shape in self.cell.param_shapes().items()}
+    return {k: a.shape for k, a in jax.eval_shape(self.cell.small_params, params).items()}
 
   # -- library <-> kernel layouts ---------------------------------------------------------
   def pack(self, params, xp, carry0, padded_b: int, padded_n: int, padded_ny: int) -> Packed:
@@ -160,14 +170,13 @@ class Program:
     padded to `padded_b`, hidden to `padded_n` (heads: equal groups), output to `padded_ny`."""
     cell, n = self.cell, self.cell.hidden_size
     layout = self.layout(padded_n, padded_ny)
-    xp = xp + params["b"]
-    if isinstance(cell, GRUDef) and cell.reset_after:  # c_r, c_u only add to the pre-activation
-      xp = xp + jnp.concatenate([params["c"][:2 * n], jnp.zeros((n,), params["c"].dtype)])
+    xp = cell.block_xs(params, xp)
     t, b, _ = xp.shape
     xp = jnp.transpose(layout.hidden(xp.reshape(t, b, self.num_gates, n)), (0, 2, 1, 3))
     xp = pad_to(xp, (t, self.num_gates, padded_b, layout.padded_n))
-    states0 = self._pack_states(layout, self._carry_states(carry0), padded_b)
-    return Packed(xp, states0, self._pack_weights(layout, params), self._pack_small(layout, params))
+    states0 = self._pack_states(layout, cell.carry_states(carry0), padded_b)
+    return Packed(xp, states0, self._pack_weights(layout, params),
+                  self._pack_small(layout, cell.small_params(params)))
 
   def _pack_states(self, layout: Layout, states, padded_b: int) -> tuple:
     """[B, w] per state (true widths) -> f32 [Bp, w_p] in the kernel's lanes."""
@@ -186,79 +195,46 @@ class Program:
     h = layout.unlanes(seqs[self.output_state][:, :batch], out)
     if lengths is not None:
       h = jnp.where((jnp.arange(h.shape[0])[:, None] < lengths[None, :])[..., None], h, 0)
-    widths = self.state_widths(n, out)
-    finals = [layout.unlanes(f[:batch], w) for f, w in zip(finals, widths)]
-    cast = lambda a: a.astype(dtype)
-    if isinstance(cell, LSTMDef):
-      gates = None
-      if cell.spec.full_gate_recurrence:
-        gates = cast(jnp.concatenate(finals[2:], axis=-1))
-      return LSTMCarry(cast(finals[0]), cast(finals[1]), gates), cast(h)
-    return cast(finals[0]), cast(h)
-
-  def _carry_states(self, carry):
-    if isinstance(self.cell, LSTMDef):
-      n = self.cell.hidden_size
-      gates = column_blocks(carry.gates, len(self.cell.spec.sigmoid_gates), n) \
-          if self.cell.spec.full_gate_recurrence else []
-      return (carry.c, carry.h, *gates)
-    return (carry,)
-
-  def _dense_r(self, r, gates: int):
-    """R [N_src, G·N] as is, or head blocks [heads, d, G, d] as a dense block-diagonal
-    [N, G·N] (for cells whose gate math mixes columns)."""
-    h = self.cell.num_heads
-    if h == 1:
-      return r
-    n = self.cell.hidden_size
-    dense = jnp.einsum("kigj,kl->kiglj", r, jnp.eye(h, dtype=r.dtype))
-    return dense.reshape(n, gates * n)
+    finals = tuple(layout.unlanes(f[:batch], w).astype(dtype)
+                   for f, w in zip(finals, self.state_widths(n, out)))
+    return cell.carry_of(finals), h.astype(dtype)
 
   def _pack_weights(self, layout: Layout, params):
+    """One weight per term: the column block of the gate (and, for a weight that reads
+    several states, the row block of the source), padded to the kernel's lanes."""
     cell, n = self.cell, self.cell.hidden_size
     widths = self.state_widths(layout.padded_n, layout.padded_ny)
-    if self.heads > 1:  # [heads, d, G, d] -> per gate [heads, d_p, d_p]
-      r = params["R"]
-      d = layout.block
-      return tuple(pad_to(r[:, :, gate], (self.heads, d, d)) for _, gate in self.terms)
-    if isinstance(cell, LSTMDef):
-      weights = column_blocks(self._dense_r(params["R"], self.num_gates), self.num_gates, n)
-      if cell.spec.full_gate_recurrence:
-        s = len(cell.spec.sigmoid_gates)
-        rows = [params["R_gates"][i * n:(i + 1) * n] for i in range(s)]
-        weights += [column_blocks(rows[src], s, n)[tgt] for tgt in range(s) for src in range(s)]
-    elif isinstance(cell, GRUDef):
-      g = 3 if cell.reset_after else 2
-      weights = column_blocks(self._dense_r(params["R"], g), g, n)
-    else:
-      weights = [self._dense_r(params["R"], 1)]
-    return tuple(pad_to(layout.hidden(w), (widths[src], layout.padded_n))
-                 for w, (src, _) in zip(weights, self.terms))
-
-  def _pack_small(self, layout: Layout, params):
-    cell, n = self.cell, self.cell.hidden_size
+    true_widths = self.state_widths(n, cell.output_size)
     out = []
-    for name in self.small_names:
-      if name == "P":
-        out.append(pad_to(params["P"], (layout.padded_n, layout.padded_ny)))
-      elif name == "R_n":
-        out.append(pad_to(params["R_n"], (layout.padded_n, layout.padded_n)))
-      elif name == "c_n":
-        out.append(layout.hidden(params["c"][None, 2 * n:]))
-      elif name.startswith("ln_h_"):
-        gates = cell.spec.gate_names if isinstance(cell, LSTMDef) else "run"
-        k = gates.index(name[len("ln_h_"):])
-        out.append(layout.hidden(params["ln_h"][None, k * n:(k + 1) * n]))
-      else:  # peepholes, ln_c, ln_c_bias: [N]
-        out.append(layout.hidden(params[name][None]))
+    for name, (sources, gates) in zip(cell.recurrent_weights, cell.recurrent_blocks):
+      w = params[name]
+      if w.ndim == 4 and self.heads > 1:  # [heads, d, G, d] -> per gate [heads, d_p, d_p]
+        out += [pad_to(w[:, :, k], (self.heads, layout.block, layout.block))
+                for k in range(len(gates))]
+        continue
+      if w.ndim == 4:  # head blocks as a dense block-diagonal [N, G·N]
+        heads = w.shape[0]
+        w = jnp.einsum("kigj,kl->kiglj", w, jnp.eye(heads, dtype=w.dtype)).reshape(
+            n, len(gates) * n)
+      starts = [sum(true_widths[s] for s in sources[:i]) for i in range(len(sources) + 1)]
+      for i, src in enumerate(sources):
+        rows = w[starts[i]:starts[i + 1]]
+        out += [pad_to(layout.hidden(block), (widths[src], layout.padded_n))
+                for block in column_blocks(rows, len(gates), n)]
     return tuple(out)
+
+  def _pack_small(self, layout: Layout, small: dict):
+    """Vectors [N] as rows in the hidden lanes; matrices padded at the end of both axes."""
+    padded = {layout.n: layout.padded_n, layout.ny: layout.padded_ny}
+    return tuple(layout.hidden(small[name][None]) if small[name].ndim == 1
+                 else pad_to(small[name], tuple(padded[d] for d in small[name].shape))
+                 for name in self.small_names)
 
   # -- the math, on per-gate blocks (used by the kernels and the references) ---------------
   def pointwise(self, small, states, xs, rprojs):
-    """One step's gate math: small, states [B, w] f32, xs [B, N] per gate, rprojs per gate
-    ([B, N] or None) -> new states."""
-    return _POINTWISE[type(self.cell)](self.cell, dict(zip(self.small_names, small)), states,
-                                       xs, rprojs)
+    """One step's gate math, the cell's own: small, states [B, w] f32, xs [B, N] per gate,
+    rprojs per gate ([B, N] or None) -> new states."""
+    return self.cell.block_pointwise(dict(zip(self.small_names, small)), states, xs, rprojs)
 
   def enter(self, states, states0, reset):
     """The states entering a step: states0 in the rows where reset [B, 1] is set."""
@@ -355,109 +331,11 @@ def _matmul_t(d, w):
   return out.reshape(b, -1)
 
 
-# -- pointwise functions per family ----------------------------------------------------------
-
-def _layer_norm(a, gain, n: int):
-  """Normalises a [B, Np] over its first n lanes (the rest are padding: zero in, zero out,
-  as `gain` is zero there) and scales by gain [1, Np]."""
-  mean = jnp.sum(a, axis=-1, keepdims=True) / n
-  centred = a - mean
-  if a.shape[-1] != n:
-    lane = jax.lax.broadcasted_iota(jnp.int32, a.shape, a.ndim - 1)
-    centred = jnp.where(lane < n, centred, 0)
-  var = jnp.sum(centred * centred, axis=-1, keepdims=True) / n
-  return centred * jax.lax.rsqrt(var + LN_EPS) * gain
-
-
-def _recurrent(cell, small, name, r):
-  """A gate's recurrent projection, layer-normalised for LN cells."""
-  if r is None or not cell.layer_norm:
-    return r
-  return _layer_norm(r, small[f"ln_h_{name}"], cell.hidden_size)
-
-
-def _lstm_pointwise(cell: LSTMDef, small, states, xs, rprojs):
-  spec = cell.spec
-  names = spec.gate_names
-  pre = {}
-  for k, name in enumerate(names):
-    r = _recurrent(cell, small, name, rprojs[k])
-    pre[name] = xs[k] if r is None else xs[k] + r
-  c_prev = states[0]
-
-  def gate(name, cell_state):
-    if name not in pre:
-      return None
-    a = pre[name] + small[f"p_{name}"] * cell_state if spec.peepholes else pre[name]
-    return base.sigmoid(a)
-
-  z = base.ACTIVATIONS[spec.input_activation](pre["z"])
-  i, f = gate("i", c_prev), gate("f", c_prev)
-  c = z if i is None else z * i
-  if spec.forget_gate == "gate":
-    c = c + f * c_prev
-  elif spec.forget_gate == "coupled":
-    c = c + (1 - i) * c_prev
-  else:
-    c = c + c_prev
-  if cell.cell_clip is not None:
-    c = jnp.clip(c, -cell.cell_clip, cell.cell_clip)
-  o = gate("o", c)
-  c_out = c
-  if cell.layer_norm:
-    c_out = _layer_norm(c, small["ln_c"], cell.hidden_size) + small["ln_c_bias"]
-  y = base.ACTIVATIONS[spec.output_activation](c_out)
-  if o is not None:
-    y = y * o
-  if cell.proj_size:  # in f32: Triton needs equal operand dtypes in this dot's transposes
-    y = jnp.dot(y, small["P"].astype(f32), preferred_element_type=f32)
-  if not spec.full_gate_recurrence:
-    return c, y
-  present = {"i": i, "f": f, "o": o}
-  return (c, y, *[present[g] for g in spec.sigmoid_gates])
-
-
-def _gru_pointwise(cell: GRUDef, small, states, xs, rprojs):
-  (h,) = states
-  r = base.sigmoid(xs[0] + _recurrent(cell, small, "r", rprojs[0]))
-  u = base.sigmoid(xs[1] + _recurrent(cell, small, "u", rprojs[1]))
-  if cell.reset_after:
-    cand = jnp.tanh(xs[2] + r * (_recurrent(cell, small, "n", rprojs[2]) + small["c_n"]))
-  else:
-    r_n = small["R_n"].astype(f32)  # f32, as LSTMP's projection
-    rn = jnp.dot(r * h, r_n, preferred_element_type=f32)
-    cand = jnp.tanh(xs[2] + _recurrent(cell, small, "n", rn))
-  return ((1 - u) * cand + u * h,)
-
-
-def _elman_pointwise(cell: ElmanDef, small, states, xs, rprojs):
-  del small, states
-  return (base.ACTIVATIONS[cell.activation](xs[0] + rprojs[0]),)
-
-
-_POINTWISE: dict[type, Callable] = {LSTMDef: _lstm_pointwise, GRUDef: _gru_pointwise,
-                                    ElmanDef: _elman_pointwise}
-
-
-def program_for(cell: base.CellDef) -> Program:
-  """The kernel program of `cell`; ValueError for cells the kernels do not cover."""
-  if isinstance(cell, LSTMDef):
-    spec = cell.spec
-    g = len(spec.gate_names)
-    terms = tuple((1, k) for k in range(g))
-    if spec.full_gate_recurrence:  # gate state s feeds σ gate t (gate index 1 + t)
-      s = len(spec.sigmoid_gates)
-      terms += tuple((2 + src, 1 + tgt) for tgt in range(s) for src in range(s))
-    separable = not cell.proj_size and not cell.layer_norm
-    return Program(cell, g, terms, output_state=1, separable=separable,
-                   same_grads=not cell.layer_norm, heads=cell.num_heads if separable else 1)
-  if isinstance(cell, GRUDef):
-    ln = cell.layer_norm
-    if cell.reset_after:
-      return Program(cell, 3, ((0, 0), (0, 1), (0, 2)), 0, separable=not ln, same_grads=False,
-                     heads=1 if ln else cell.num_heads)
-    return Program(cell, 3, ((0, 0), (0, 1)), 0, separable=False, same_grads=not ln)
-  if isinstance(cell, ElmanDef):
-    return Program(cell, 1, ((0, 0),), 0, separable=True, same_grads=True, heads=cell.num_heads)
-  raise ValueError(f"cell must be an LSTMDef, GRUDef or ElmanDef for the Pallas kernels, "
-                   f"got {type(cell).__name__}")
+def program_for(cell) -> Program:
+  """The kernel program of `cell`, a cell definition with the per-gate-block interface of
+  `rnn_research.cells.base.CellDef`; ValueError for anything else."""
+  if not hasattr(cell, "block_pointwise"):
+    raise ValueError(f"cell must declare its gate math on per-gate blocks (block_pointwise, "
+                     f"see rnn_research.cells.base) for the Pallas kernels, got "
+                     f"{type(cell).__name__}")
+  return Program(cell)

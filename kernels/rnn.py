@@ -12,40 +12,39 @@ import jax
 import jax.numpy as jnp
 
 from kernels import autodiff, platforms, programs, sequence, step
-from rnn_research.cells.base import CellDef
 
 IMPLS = ("sequence", "step")
 
 
-def supports(cell: CellDef, platform: str | None = None) -> bool:
-  """Whether backend="auto" should run `cell` on the kernels here: an LSTMDef, GRUDef or
-  ElmanDef (any preset, layer norm, cell clipping, head-wise recurrence) on gpu or tpu, on gpu
-  if the matrices inside its gate math (LSTMP's P, the Cho GRU's R_n) fit one program. The
+def supports(cell, platform: str | None = None) -> bool:
+  """Whether backend="auto" should run `cell` on the kernels here: any cell that declares its
+  gate math on per-gate blocks (every cell of `rnn_research.cells`, any option), on gpu or tpu,
+  on gpu if the matrices inside its gate math (LSTMP's P, R_n, ...) fit one program. The
   kernels run every option of the recurrence, so the options never decide."""
   try:
-    programs.program_for(cell)
+    program = programs.program_for(cell)
   except ValueError:
     return False
   platform = platforms.default_platform() if platform is None else platform
   gpu = platforms.Target("gpu")
   return (platforms.supported_platform(platform)
-          and (platform != "gpu" or gpu.fits(_inner_matrix_bytes(gpu, cell))))
+          and (platform != "gpu" or gpu.fits(_inner_matrix_bytes(gpu, program))))
 
 
-def _inner_matrix_bytes(target: platforms.Target, cell: CellDef) -> int:
-  """Bytes of the matrices inside the gate math (LSTMP's P, the Cho GRU's R_n), which every
-  kernel program holds whole, padded, in f32."""
-  shapes = cell.param_shapes()
-  return sum(4 * target.hidden_size(shapes[k][0]) * target.hidden_size(shapes[k][1])
-             for k in ("P", "R_n") if k in shapes)
+def _inner_matrix_bytes(target: platforms.Target, program: programs.Program) -> int:
+  """Bytes of the matrices inside the gate math (LSTMP's P, R_n, ...), which every kernel
+  program holds whole, padded, in f32."""
+  return sum(4 * target.hidden_size(shape[0]) * target.hidden_size(shape[1])
+             for shape in program.small_shapes().values() if len(shape) == 2)
 
 
-def _check_inner_matrices(target: platforms.Target, cell: CellDef) -> None:
-  size = _inner_matrix_bytes(target, cell)
+def _check_inner_matrices(target: platforms.Target, program: programs.Program) -> None:
+  size = _inner_matrix_bytes(target, program)
   if target.platform == "gpu" and not target.fits(size):
+    cell = program.cell
     raise ValueError(
         f"hidden_size={cell.hidden_size} is too large for the Pallas kernels on gpu: the "
-        f"matrix inside {type(cell).__name__}'s gate math (LSTMP's P, the Cho GRU's R_n) takes "
+        f"matrices inside {type(cell).__name__}'s gate math (LSTMP's P, R_n, ...) take "
         f"{size} bytes in f32, more than the {platforms.WEIGHT_BUDGET_BYTES['gpu']} one "
         f"kernel program may hold; use backend='scan' (or 'auto')")
 
@@ -67,7 +66,7 @@ def _step_bytes(program: programs.Program, packed: programs.Packed, block_b: int
   return block_b * (per_row // program.heads + (512 if resets is not None else 0))
 
 
-def choose_impl(target: platforms.Target, cell: CellDef, program: programs.Program,
+def choose_impl(target: platforms.Target, cell, program: programs.Program,
                 packed: programs.Packed) -> str:
   """The whole-sequence kernel where the weights fit on chip, else the step kernel."""
   size = _weight_bytes(program, packed)
@@ -117,7 +116,7 @@ def _keep_layout(program, layout, keep, k, shape, padded_shape):
   return programs.pad_to(keep, (*padded_shape, keep.shape[-1]))
 
 
-def recurrence(cell: CellDef, params, xp, carry0, lengths, options, *,
+def recurrence(cell, params, xp, carry0, lengths, options, *,
                platform: str | None = None, interpret=None, impl: str | None = None,
                block_b: int | None = None, block_t: int | None = None,
                block_n: int | None = None):
@@ -143,7 +142,7 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths, options, *,
   """
   program = programs.program_for(cell)
   target = platforms.resolve(platform, interpret)
-  _check_inner_matrices(target, cell)
+  _check_inner_matrices(target, program)
   if impl is not None and impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
   if xp.ndim != 3:

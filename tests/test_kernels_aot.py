@@ -45,7 +45,7 @@ def compile_grads(cell, platform, sharding, dtype, batch=16, steps=32):
   """AOT-compiles the gradient of a loss on the kernels' outputs (default impl choice)."""
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
   params = {k: spec(s) for k, s in cell.param_shapes().items()}
-  xp = spec((steps, batch, cell.param_shapes()["W"][1]))
+  xp = spec((steps, batch, cell.num_gates * cell.hidden_size))  # the input projection
   carry0 = jax.tree.map(lambda c: spec(c.shape), cell.initial_carry((batch,)))
 
   def grads(params, xp, carry0):

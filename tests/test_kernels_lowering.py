@@ -25,7 +25,7 @@ def lowered_custom_calls(cell, platform, impl, dtype, batch=16, steps=8, options
   the first state and one rate for the h of an LSTM, gradient clipping)."""
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, dt)
   params = {k: spec(s) for k, s in cell.param_shapes().items()}
-  xp = spec((steps, batch, cell.param_shapes()["W"][1]))
+  xp = spec((steps, batch, cell.num_gates * cell.hidden_size))  # the input projection
   carry0 = jax.tree.map(lambda c: spec(c.shape), cell.initial_carry((batch,)))
   lengths = spec((batch,), jnp.int32)
   kernel_platform = "gpu" if platform == "cuda" else platform

@@ -181,7 +181,7 @@ def test_supports():
   lstm = LSTMDef(4, 6, PRESETS["V"], layer_norm=True, num_heads=2)
   assert rnn.supports(lstm, "tpu") and rnn.supports(lstm, "gpu")
   assert not rnn.supports(lstm, "cpu")
-  assert not rnn.supports(MGUDef(4, 6), "tpu")
+  assert rnn.supports(MGUDef(4, 6), "tpu") and not rnn.supports(object(), "tpu")
 
 
 def test_bad_options(rng):

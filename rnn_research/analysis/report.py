@@ -6,7 +6,8 @@ Reads the per-variant Optuna studies `odyssey/<variant>` (by default from DIR/st
 trial's `metrics.jsonl` (see records.py), and writes the paper's conclusions checked one by one
 (paper.py), its Fig. 3 (box plots of test NLL, variants that differ significantly from V in thick
 blue), Fig. 4 (marginal effects), Fig. 5 (fANOVA importance), learning curves, the tables behind
-them, `summary.json` with the same numbers for scripts and `trials.csv` with every trial. About a minute for 9 x 200 trials, most of it fANOVA.
+them, `summary.json` with the same numbers for scripts and `trials.csv` with every trial.
+About a minute for 9 x 200 trials, most of it fANOVA.
 """
 import csv
 import dataclasses

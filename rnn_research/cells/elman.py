@@ -30,9 +30,5 @@ class ElmanDef(base.CellDef):
     return {"W": ((self.in_features, n), base.lecun_normal), "b": ((n,), base.zeros),
             "R": (heads.weight_shape(n, 1, self.num_heads), heads.orthogonal)}
 
-  def recurrent_inputs(self, h):
-    return (h,)
-
-  def pointwise(self, params, h, xp, rprojs):
-    h = base.ACTIVATIONS[self.activation](xp + rprojs[0] + params["b"])
-    return h, h
+  def block_pointwise(self, small, states, xs, rprojs):
+    return (base.ACTIVATIONS[self.activation](base.plus(xs[0], rprojs[0])),)

@@ -70,27 +70,52 @@ class GRUDef(base.CellDef):
     xw = x @ params["W"]
     return base.layer_norm(xw, 3) * params["ln_x"] if self.layer_norm else xw
 
-  def recurrent_inputs(self, h):
-    return (h,)
+  # -- the gate math on per-gate blocks: gates r, u, n; one state h ----------------------
+  num_gates = 3
 
-  def pointwise(self, params, h, xp, rprojs):
+  @property
+  def recurrent_blocks(self):
+    """R feeds r, u and (reset_after) n; the Cho GRU's R_n sits inside the gate math."""
+    return (((0,), (0, 1, 2) if self.reset_after else (0, 1)),)
+
+  def block_xs(self, params, xp):
+    """xp + b, and c_r, c_u of reset_after (c_n stays in the reset product)."""
+    xp = xp + params["b"]
+    if not self.reset_after:
+      return xp
+    c = params["c"]
+    return xp + jnp.concatenate([c[:2 * self.hidden_size],
+                                 jnp.zeros((self.hidden_size,), c.dtype)])
+
+  @property
+  def small_names(self):
+    return (("c_n",) if self.reset_after else ("R_n",)) + (
+        tuple(f"ln_h_{g}" for g in "run") if self.layer_norm else ())
+
+  def small_params(self, params):
     n = self.hidden_size
-    xp = base.materialize(xp + params["b"])
+    small = {"c_n": params["c"][2 * n:]} if self.reset_after else {"R_n": params["R_n"]}
+    if self.layer_norm:
+      small.update({f"ln_h_{g}": params["ln_h"][k * n:(k + 1) * n] for k, g in enumerate("run")})
+    return small
+
+  @property
+  def separable(self):
+    return self.reset_after and not self.layer_norm
+
+  @property
+  def same_grads(self):
+    return not self.reset_after and not self.layer_norm
+
+  def block_pointwise(self, small, states, xs, rprojs):
+    (h,) = states
+    n = self.hidden_size
+    norm = lambda a, g: base.block_layer_norm(a, small[f"ln_h_{g}"], n) if self.layer_norm else a
+    gate = lambda k, g: base.sigmoid(xs[k] if rprojs[k] is None else xs[k] + norm(rprojs[k], g))
+    r, u = gate(0, "r"), gate(1, "u")
     if self.reset_after:
-      rproj = rprojs[0]
-      if self.layer_norm:
-        rproj = base.layer_norm(rproj, 3) * params["ln_h"]
-      rh = base.materialize(rproj + params["c"])
-      r, u = jnp.split(base.sigmoid(xp[..., :2 * n] + rh[..., :2 * n]), 2, axis=-1)
-      cand = jnp.tanh(xp[..., 2 * n:] + r * rh[..., 2 * n:])
+      cand = jnp.tanh(xs[2] + r * (norm(rprojs[2], "n") + small["c_n"]))
     else:
-      rproj = rprojs[0]
-      if self.layer_norm:
-        rproj = base.layer_norm(rproj, 2) * params["ln_h"][:2 * n]
-      r, u = jnp.split(base.sigmoid(xp[..., :2 * n] + rproj), 2, axis=-1)
-      hn = (r * h) @ params["R_n"]
-      if self.layer_norm:
-        hn = base.layer_norm(hn) * params["ln_h"][2 * n:]
-      cand = jnp.tanh(xp[..., 2 * n:] + hn)
-    h = (1 - u) * cand + u * h
-    return h, h
+      rh = r * h
+      cand = jnp.tanh(xs[2] + norm(jnp.dot(rh, small["R_n"].astype(rh.dtype)), "n"))
+    return ((1 - u) * cand + u * h,)

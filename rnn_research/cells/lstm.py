@@ -209,17 +209,11 @@ class LSTMDef(base.CellDef):
     """(c, h): zoneout acts on the cell and on the recurrent output separately."""
     return (self.hidden_size, self.output_size)
 
-  def drop_recurrent(self, carry: LSTMCarry, h_mask):
-    return carry._replace(h=carry.h * h_mask)
-
   def zoneout(self, previous: LSTMCarry, new: LSTMCarry, keep):
     """keep = (keep_c, keep_h), each None or broadcastable to [B, width]; the zoned h is y."""
     keep_c, keep_h = keep
     h = base.mix(keep_h, previous.h, new.h)
     return LSTMCarry(base.mix(keep_c, previous.c, new.c), h, new.gates), h
-
-  def recurrent_inputs(self, carry: LSTMCarry):
-    return (carry.h, carry.gates) if self.spec.full_gate_recurrence else (carry.h,)
 
   def initial_carry(self, batch_shape, dtype=jnp.float32) -> LSTMCarry:
     gates = None
@@ -228,49 +222,104 @@ class LSTMDef(base.CellDef):
     return LSTMCarry(jnp.zeros((*batch_shape, self.hidden_size), dtype),
                      jnp.zeros((*batch_shape, self.output_size), dtype), gates)
 
-  def pointwise(self, params, carry: LSTMCarry, xp, rprojs):
+  # -- the gate math on per-gate blocks: states (c, y[, the σ gates for FGR]) ----------------
+  @property
+  def num_gates(self) -> int:
+    return len(self.spec.gate_names)
+
+  @property
+  def output_state(self) -> int:
+    return 1
+
+  @property
+  def recurrent_blocks(self):
+    """R reads y and feeds every gate; FGR's R_gates reads the σ gates and feeds them."""
+    blocks = (((1,), tuple(range(self.num_gates))),)
+    if self.spec.full_gate_recurrence:
+      s = len(self.spec.sigmoid_gates)
+      blocks += ((tuple(range(2, 2 + s)), tuple(range(1, 1 + s))),)
+    return blocks
+
+  def state_widths(self, n, ny):
+    return (n, ny) + (n,) * len(self.spec.sigmoid_gates) * self.spec.full_gate_recurrence
+
+  def carry_states(self, carry: LSTMCarry):
+    if not self.spec.full_gate_recurrence:
+      return (carry.c, carry.h)
+    return (carry.c, carry.h,
+            *jnp.split(carry.gates, len(self.spec.sigmoid_gates), axis=-1))
+
+  def carry_of(self, states) -> LSTMCarry:
+    gates = jnp.concatenate(states[2:], axis=-1) if self.spec.full_gate_recurrence else None
+    return LSTMCarry(states[0], states[1], gates)
+
+  @property
+  def small_names(self):
     spec = self.spec
-    rproj = rprojs[0]
+    names = [f"p_{g}" for g in spec.sigmoid_gates] if spec.peepholes else []
     if self.layer_norm:
-      rproj = base.layer_norm(rproj, len(spec.gate_names)) * params["ln_h"]
-    a = xp + rproj + params["b"]
-    if spec.full_gate_recurrence:  # the gate-to-gate terms feed i, f, o but not z
-      n = self.hidden_size
-      a = jnp.concatenate([a[..., :n], a[..., n:] + rprojs[1]], axis=-1)
-    pre = base.split_gates(base.materialize(a), spec.gate_names)
+      names += [f"ln_h_{g}" for g in spec.gate_names] + ["ln_c", "ln_c_bias"]
+    return tuple(names + (["P"] if self.proj_size else []))
+
+  def small_params(self, params):
+    n, gates = self.hidden_size, self.spec.gate_names
+    small = {}
+    for name in self.small_names:
+      if name.startswith("ln_h_"):
+        k = gates.index(name[len("ln_h_"):])
+        small[name] = params["ln_h"][k * n:(k + 1) * n]
+      else:  # P, peepholes, ln_c, ln_c_bias
+        small[name] = params[name]
+    return small
+
+  @property
+  def separable(self):
+    return not self.proj_size and not self.layer_norm
+
+  @property
+  def same_grads(self):
+    return not self.layer_norm
+
+  def block_pointwise(self, small, states, xs, rprojs):
+    spec, n = self.spec, self.hidden_size
+    c_prev = states[0]
+    pre = {}
+    for k, name in enumerate(spec.gate_names):
+      r = rprojs[k]
+      if r is not None and self.layer_norm:
+        r = base.block_layer_norm(r, small[f"ln_h_{name}"], n)
+      pre[name] = base.plus(xs[k], r)
 
     def gate(name, cell_state):
       if name not in pre:
         return None
-      if spec.peepholes:
-        return base.sigmoid(pre[name] + params[f"p_{name}"] * cell_state)
-      return base.sigmoid(pre[name])
+      a = pre[name] + small[f"p_{name}"] * cell_state if spec.peepholes else pre[name]
+      return base.sigmoid(a)
 
     z = base.ACTIVATIONS[spec.input_activation](pre["z"])
-    i, f = gate("i", carry.c), gate("f", carry.c)
+    i, f = gate("i", c_prev), gate("f", c_prev)
     c = z if i is None else z * i
     if spec.forget_gate == "gate":
-      c = c + f * carry.c
+      c = c + f * c_prev
     elif spec.forget_gate == "coupled":
-      c = c + (1 - i) * carry.c
+      c = c + (1 - i) * c_prev
     else:
-      c = c + carry.c
+      c = c + c_prev
     if self.cell_clip is not None:
       c = jnp.clip(c, -self.cell_clip, self.cell_clip)
     o = gate("o", c)
     c_out = c
     if self.layer_norm:
-      c_out = base.layer_norm(c) * params["ln_c"] + params["ln_c_bias"]
+      c_out = base.block_layer_norm(c, small["ln_c"], n) + small["ln_c_bias"]
     y = base.ACTIVATIONS[spec.output_activation](c_out)
     if o is not None:
       y = y * o
-    if self.proj_size:
-      y = y @ params["P"]
-    gates = None
-    if spec.full_gate_recurrence:
-      present = {"i": i, "f": f, "o": o}
-      gates = jnp.concatenate([present[g] for g in spec.sigmoid_gates], axis=-1)
-    return LSTMCarry(c, y, gates), y
+    if self.proj_size:  # in y's dtype: Triton needs equal operand dtypes in this dot's transposes
+      y = jnp.dot(y, small["P"].astype(y.dtype))
+    if not spec.full_gate_recurrence:
+      return c, y
+    present = {"i": i, "f": f, "o": o}
+    return (c, y, *[present[g] for g in spec.sigmoid_gates])
 
 
 # -- the paper's notation ------------------------------------------------------------------

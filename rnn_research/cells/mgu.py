@@ -30,14 +30,20 @@ class MGUDef(base.CellDef):
     return {"W": ((self.in_features, 2 * n), base.lecun_normal), "b": ((2 * n,), bias_init),
             "R": ((n, n), base.orthogonal), "R_n": ((n, n), base.orthogonal)}
 
-  def recurrent_inputs(self, h):
-    return (h,)
+  # -- the gate math on per-gate blocks: gates f, n; R feeds f, R_n sits inside ------------
+  num_gates = 2
+  small_names = ("R_n",)
 
-  def pointwise(self, params, h, xp, rprojs):
-    n = self.hidden_size
-    xp = xp + params["b"]
-    f = base.sigmoid(xp[..., :n] + rprojs[0])
-    cand = jnp.tanh(xp[..., n:] + (f * h) @ params["R_n"])
-    h = (1 - f) * h + f * cand
-    return h, h
+  def small_params(self, params):
+    return {"R_n": params["R_n"]}
 
+  @property
+  def separable(self):
+    return False
+
+  def block_pointwise(self, small, states, xs, rprojs):
+    (h,) = states
+    f = base.sigmoid(base.plus(xs[0], rprojs[0]))
+    fh = f * h
+    cand = jnp.tanh(xs[1] + jnp.dot(fh, small["R_n"].astype(fh.dtype)))
+    return ((1 - f) * h + f * cand,)

@@ -16,6 +16,8 @@ Storage (x W with W [D, ·], the paper's W_x· transposed; b [3N] for z, r, h):
 MUT1: W [D, 2N] (z, r), R [N, N] (W_hr), R_h [N, N] (W_hh).
 MUT2: W [D, 2N] (z, h), R [N, 2N] (W_hz, W_hr), R_h.
 MUT3: W [D, 3N] (z, r, h), R_z [N, N] (W_hz, reads tanh(h)), R [N, N] (W_hr), R_h.
+R is the recurrent weight; R_h and R_z act inside the gate math (R_z reads tanh(h), which no
+recurrent matmul does), so recurrent dropout does not reach them.
 """
 import dataclasses
 
@@ -41,7 +43,7 @@ class MUTDef(base.CellDef):
 
   @property
   def recurrent_weights(self):
-    return ("R_z", "R") if self.variant == "MUT3" else ("R",)
+    return ("R",)
 
   def param_inits(self):
     n, d = self.hidden_size, self.in_features
@@ -63,17 +65,34 @@ class MUTDef(base.CellDef):
       xw = jnp.concatenate([xw[..., :n], x, xw[..., n:]], axis=-1)
     return xw + params["b"]
 
-  def recurrent_inputs(self, h):
-    return (jnp.tanh(h), h) if self.variant == "MUT3" else (h,)
+  # -- the gate math on per-gate blocks: gates z, r and the candidate h; one state h -------
+  num_gates = 3
 
-  def pointwise(self, params, h, xp, rprojs):
-    xz, xr, xh = jnp.split(xp, 3, axis=-1)
-    if self.variant == "MUT1":
-      z, r = base.sigmoid(xz), base.sigmoid(xr + rprojs[0])
-    elif self.variant == "MUT2":
-      z, r = jnp.split(base.sigmoid(jnp.concatenate([xz, xr], -1) + rprojs[0]), 2, axis=-1)
-    else:
-      z, r = base.sigmoid(xz + rprojs[0]), base.sigmoid(xr + rprojs[1])
-    cand = jnp.tanh((r * h) @ params["R_h"] + xh)
-    h = cand * z + h * (1 - z)
-    return h, h
+  @property
+  def recurrent_blocks(self):
+    """R feeds r (and, in MUT2, z)."""
+    return (((0,), (0, 1) if self.variant == "MUT2" else (1,)),)
+
+  def block_xs(self, params, xp):
+    return xp  # the input projection holds the biases
+
+  @property
+  def small_names(self):
+    return ("R_z", "R_h") if self.variant == "MUT3" else ("R_h",)
+
+  def small_params(self, params):
+    return {name: params[name] for name in self.small_names}
+
+  @property
+  def separable(self):
+    return False
+
+  def block_pointwise(self, small, states, xs, rprojs):
+    (h,) = states
+    matmul = lambda a, name: jnp.dot(a, small[name].astype(a.dtype))
+    xz = base.plus(xs[0], rprojs[0])
+    if self.variant == "MUT3":
+      xz = xz + matmul(jnp.tanh(h), "R_z")
+    z, r = base.sigmoid(xz), base.sigmoid(base.plus(xs[1], rprojs[1]))
+    cand = jnp.tanh(matmul(r * h, "R_h") + xs[2])
+    return (cand * z + h * (1 - z),)

@@ -1,7 +1,7 @@
-"""The time loop of any cell on `jax.lax.scan` (the "scan" backend), with a backward pass that follows the design:
-per step only the recurrent matmuls' transposes and the pointwise vjp run in the reverse loop;
-each recurrent weight's gradient is one matmul over all steps after it (over each segment, with
-remat).
+"""The time loop of any cell on `jax.lax.scan` (the "scan" backend), with a backward pass that
+follows the design: per step only the recurrent matmuls' transposes and the pointwise vjp run
+in the reverse loop; each recurrent weight's gradient is one matmul over all steps after it
+(over each segment, with remat).
 
 One step t, with every option (each one off by default, when it costs nothing):
 
