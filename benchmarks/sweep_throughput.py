@@ -171,7 +171,7 @@ def run_ours(configs, layout: str, tmp: str) -> float:
   start = time.perf_counter()
   workers = [context.Process(target=_train_share, args=(
       [c.to_dict() for c in share], [f"{tmp}/{layout}/{k}/{j}" for j in range(len(share))]))
-             for share in shares]
+             for k, share in enumerate(shares)]
   with cores.environment(env):
     for k, worker in enumerate(workers):
       worker.start()

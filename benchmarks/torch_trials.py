@@ -136,7 +136,7 @@ def check(spec: dict, data_path: str) -> dict:
     optimizer.zero_grad()
     (nll / count).backward()
     optimizer.step()
-    losses.append(float(nll / count))
+    losses.append((nll / count).item())
   return {"losses": losses}
 
 
