@@ -26,7 +26,7 @@ from flax import nnx
 
 from benchmarks.common import cpu_name
 from experiments.rnn_vs_transformer import BACKBONES, tcn_blocks
-from rnn_research.backbones import make_backbone
+from rnn_research.backbones import complete, make_backbone
 from rnn_research.generation import decoding
 from rnn_research.backbones.sizing import match_width
 from rnn_research.backbones.transformer import width_step
@@ -43,8 +43,7 @@ IN_FEATURES = 88
 
 def backbone_config(name: str, positions: list[int]) -> ml_collections.ConfigDict:
   """The study's model config of a backbone (the TCN sees the longest position), width 1."""
-  config = ml_collections.ConfigDict(
-      {"hidden_size": 1, "backend": "scan", "dropout": 0.0, "num_layers": 1, **BACKBONES[name]})
+  config = complete({**BACKBONES[name], "hidden_size": 1})
   if name == "tcn":
     config.num_layers = tcn_blocks(max(positions) + 1, config.kernel_size)
   return config

@@ -23,39 +23,30 @@ import ml_collections
 import numpy as np
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_bits_per_character", "test_nll", "best_epoch", "epochs")
 
 
+# What the smoke run changes.
+SMOKE = {"max_train": 600, "sample_steps": 200, "trial.max_epochs": 2, "trial.patience": 2,
+         "trial.learning_rate": 1e-2, "trial.pad_multiple": 256, "trial.model.hidden_size": 64,
+         "trial.model.num_layers": 1}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (full data) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="next_step", data="abc_tunes", optimizer="adam", learning_rate=2e-3,
-               batch_size=32, eval_batch_size=128, max_epochs=50, patience=5, clip_norm=1.0,
-               pad_multiple=64)
-  trial.model.update(backbone="lstm", variant="NP", hidden_size=512, num_layers=2)
-  config = ml_collections.ConfigDict(dict(
-      name="char_lm", variants=("lstm",), trial=trial, max_train=0, num_samples=3,
-      sample_steps=400, temperature=0.8, top_k=0))
-  if arg == "smoke":
-    config.update(name="char_lm-smoke", max_train=600, sample_steps=200)
-    trial.update(max_epochs=2, patience=2, learning_rate=1e-2, pad_multiple=256)
-    trial.model.update(hidden_size=64, num_layers=1)
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("next_step", data="abc_tunes", learning_rate=2e-3,
+                            eval_batch_size=128, max_epochs=50, patience=5, pad_multiple=64)
+  trial.model.update(hidden_size=512, num_layers=2)
+  return runner.experiment_config(arg, SMOKE, name="char_lm", variants=("lstm",), trial=trial,
+                                  max_train=0, num_samples=3, sample_steps=400,
+                                  temperature=0.8, top_k=0)
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
   if name not in ("lstm", "gru", "rnn"):
     raise ValueError(f"variant must be 'lstm', 'gru' or 'rnn', got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  trial.model.backbone = name
-  trial.task_options.max_train = config.max_train  # recorded with the trial's config
-  trial.lock()
-  return trial
+  return runner.variant_trial(config, {"model.backbone": name})
 
 
 def main(config, workdir: str) -> dict:
@@ -79,9 +70,9 @@ def main(config, workdir: str) -> dict:
                                     top_k=config.top_k)
     samples = "\n".join(f"X:{i + 1}\n{vocab.decode(row)}\n"
                          for i, row in enumerate(np.asarray(ids)))
-    (pathlib.Path(workdir) / name / "samples.abc").write_text(samples)
-    print(f"{name}: {results[name].get('test_bits_per_character', float('nan')):.3f} bits per "
-          f"character; samples at temperature {config.temperature}:\n\n{samples}")
+    bits = results[name].get("test_bits_per_character", float("nan"))
+    runner.write_generated(workdir, name, "samples.abc", samples, f"{bits:.3f} bits per "
+                           f"character; samples at temperature {config.temperature}")
   runner.print_table(results, METRICS)
   return results
 

@@ -19,35 +19,26 @@ share a signature).
 import ml_collections
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_accuracy", "test_nll", "baseline_nll", "best_epoch")
 ENCODERS = {"lstm": ("lstm", False), "bilstm": ("lstm", True), "gru": ("gru", False),
             "bigru": ("gru", True)}
 
 
+# What the smoke run changes.
+SMOKE = {"variants": ("meter-bilstm",), "trial.max_epochs": 3, "trial.patience": 3,
+         "trial.task_options.max_train": 800, "trial.task_options.max_length": 96,
+         "trial.model.hidden_size": 32}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the full comparison) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="classify", data="abc_tunes", optimizer="adam", learning_rate=3e-3,
-               batch_size=32, eval_batch_size=256, max_epochs=30, patience=4, clip_norm=1.0,
-               pad_multiple=64)
-  trial.task_options = dict(label="key", num_classes=6, max_length=256, text="notes",
-                            max_train=0)
-  trial.model.update(variant="NP", hidden_size=128)
-  trial.model.bidirectional = False
-  config = ml_collections.ConfigDict(dict(
-      name="classify", variants=("key-lstm", "key-bilstm", "meter-lstm", "meter-bilstm"),
-      trial=trial))
-  if arg == "smoke":
-    config.name, config.variants = "classify-smoke", ("meter-bilstm",)
-    trial.update(max_epochs=3, patience=3)
-    trial.task_options.update(max_train=800, max_length=96)
-    trial.model.hidden_size = 32
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("classify", data="abc_tunes", max_epochs=30, patience=4,
+                            pad_multiple=64)
+  trial.model.hidden_size = 128
+  return runner.experiment_config(
+      arg, SMOKE, name="classify", trial=trial,
+      variants=("key-lstm", "key-bilstm", "meter-lstm", "meter-bilstm"))
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
@@ -55,14 +46,13 @@ def variant_config(config, name: str) -> ml_collections.ConfigDict:
   label, _, encoder = name.partition("-")
   if label not in ("key", "meter", "imdb") or encoder not in ENCODERS:
     raise ValueError(f"variant must be <key|meter|imdb>-<{'|'.join(ENCODERS)}>, got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  trial.model.backbone, trial.model.bidirectional = ENCODERS[encoder]
+  backbone, bidirectional = ENCODERS[encoder]
+  changes = {"model.backbone": backbone, "model.bidirectional": bidirectional}
   if label == "imdb":
-    trial.data = "imdb_reviews"
+    changes["data"] = "imdb_reviews"
   else:
-    trial.task_options.label = label
-  trial.lock()
-  return trial
+    changes["task_options.label"] = label
+  return runner.variant_trial(config, changes)
 
 
 if __name__ == "__main__":

@@ -18,41 +18,31 @@ import jax
 import ml_collections
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_bits_per_character", "test_nll", "best_epoch")
 
 
+# What the smoke run changes.
+SMOKE = {"num_steps": 160, "trial.max_epochs": 3, "trial.patience": 3,
+         "trial.task_options.max_train": 1000, "trial.task_options.max_chars": 128,
+         "trial.model.hidden_size": 64, "trial.model.num_layers": 1}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (full data) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="conditional", data="abc_tunes", optimizer="adam", learning_rate=3e-3,
-               batch_size=32, eval_batch_size=256, max_epochs=50, patience=5, clip_norm=1.0,
-               pad_multiple=64)
-  trial.task_options = dict(num_keys=8, num_meters=6, max_chars=256, max_train=0)
-  trial.model.update(backbone="lstm", variant="NP", hidden_size=256, num_layers=2)
-  config = ml_collections.ConfigDict(dict(
-      name="conditional", variants=("lstm",), trial=trial, temperature=0.8, top_k=10,
-      num_steps=300, conditions=(("G", "6/8"), ("D", "4/4"), ("Am", "3/4"), ("F", "2/4"))))
-  if arg == "smoke":
-    config.name = "conditional-smoke"
-    trial.update(max_epochs=3, patience=3)
-    trial.task_options.update(max_train=1000, max_chars=128)
-    trial.model.update(hidden_size=64, num_layers=1)
-    config.num_steps = 160
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("conditional", data="abc_tunes", max_epochs=50, patience=5,
+                            pad_multiple=64)
+  trial.model.update(hidden_size=256, num_layers=2)
+  return runner.experiment_config(
+      arg, SMOKE, name="conditional", variants=("lstm",), trial=trial, temperature=0.8,
+      top_k=10, num_steps=300, conditions=(("G", "6/8"), ("D", "4/4"), ("Am", "3/4"),
+                                           ("F", "2/4")))
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
   if name not in ("lstm", "gru"):
     raise ValueError(f"variant must be 'lstm' or 'gru', got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  trial.model.backbone = name
-  trial.lock()
-  return trial
+  return runner.variant_trial(config, {"model.backbone": name})
 
 
 def main(config, workdir: str) -> dict:
@@ -67,10 +57,9 @@ def main(config, workdir: str) -> dict:
     tunes = conditional.generate_tunes(model, vocab, keys, meters, asked, jax.random.key(0),
                                        num_steps=config.num_steps,
                                        temperature=config.temperature, top_k=config.top_k)
-    text = "\n".join(tunes)
-    (pathlib.Path(workdir) / name / "generated.abc").write_text(text)
-    print(f"{name}: tunes generated at temperature {config.temperature}, top-k {config.top_k}"
-          f" (keys {keys}, metres {meters}):\n\n{text}")
+    runner.write_generated(workdir, name, "generated.abc", "\n".join(tunes),
+                           f"tunes generated at temperature {config.temperature}, top-k "
+                           f"{config.top_k} (keys {keys}, metres {meters})")
   runner.print_table(results, METRICS)
   return results
 

@@ -39,18 +39,19 @@ import re
 
 import ml_collections
 
-from rnn_research import train
+from rnn_research import backbones, train
 
 BENCHMARKS = ("jsb", "abc") + tuple(f"{task}{length}" for task in ("adding", "copy")
                                     for length in (100, 200, 500, 1000))
-# backbone -> its model config (hidden_size is chosen per size; num_layers of the TCN per length)
+# backbone -> its model config where it differs from the backbone's declared defaults
+# (rnn_research.backbones; hidden_size is chosen per size, num_layers of the TCN per length)
 BACKBONES = {
-    "lstm_V": dict(backbone="lstm", variant="V", num_layers=1),
-    "lstm_CIFG": dict(backbone="lstm", variant="CIFG", num_layers=1),
-    "gru": dict(backbone="gru", num_layers=1),
-    "tcn": dict(backbone="tcn", kernel_size=3),
-    "mlp": dict(backbone="mlp", num_layers=2, window=8),
-    "transformer": dict(backbone="transformer", num_layers=2, num_heads=4, positions="rotary"),
+    "lstm_V": dict(backbone="lstm", variant="V"),
+    "lstm_CIFG": dict(backbone="lstm", variant="CIFG"),
+    "gru": dict(backbone="gru"),
+    "tcn": dict(backbone="tcn"),
+    "mlp": dict(backbone="mlp", num_layers=2),
+    "transformer": dict(backbone="transformer", num_layers=2, positions="rotary"),
 }
 SIZES = ("50k", "200k", "1m")
 # The params the trials of a pack share (dropout is part of the compiled program).
@@ -225,7 +226,7 @@ def trial_config(config, variant: str, params: dict, seed: int) -> ml_collection
   trial = ml_collections.ConfigDict(config.trial.to_dict())
   trial.seed = seed
   _benchmark_trial(trial, config, benchmark)
-  trial.model.update(BACKBONES[backbone])  # unlocked: adds the backbone's own keys
+  trial.model = backbones.complete(BACKBONES[backbone])
   if backbone == "tcn":
     trial.model.num_layers = tcn_blocks(sequence_length(benchmark), trial.model.kernel_size)
   shape = {k: trial[k] for k in ("task", "data", "data_dir")} | {"model": trial.model.to_dict()}

@@ -3,16 +3,53 @@ tbptt): each variant of a config is one trial (`train_and_evaluate`) in its own 
 table of their results is printed.
 
 An experiment module has `get_config(arg)` (a ConfigDict with `name`, `variants` and `trial`,
-the base trial config), `variant_config(config, name) -> trial config`, `METRICS` (the result
-keys of its table) and, where `run` (train every variant, print the table) is not all it does,
-`main(config, workdir)`; this module gives it `run` and `entry_point`.
+the base trial config; `experiment_config` makes it), `variant_config(config, name) -> trial
+config` (`variant_trial`), `METRICS` (the result keys of its table) and, where `run` (train every
+variant, print the table) is not all it does, `main(config, workdir)`; this module gives it
+`run` and `entry_point`.
 """
 import functools
 import pathlib
 import sys
 import time
 
+import ml_collections
+
 from rnn_research import train
+
+# How the task experiments train unless one says otherwise: Adam, clipped at global norm 1.
+TRAINING = dict(optimizer="adam", learning_rate=3e-3, clip_norm=1.0, batch_size=32,
+                eval_batch_size=256)
+
+
+def task_trial(task: str, **keys) -> ml_collections.ConfigDict:
+  """A trial config of `task` (its declared keys: train.default_config) trained as TRAINING
+  says, with PyTorch's LSTM (variant "NP"); `keys` (top-level) override."""
+  trial = train.default_config(task)
+  trial.update({**TRAINING, **keys})
+  trial.model.variant = "NP"
+  return trial
+
+
+def experiment_config(arg: str | None, smoke: dict, **fields) -> ml_collections.ConfigDict:
+  """An experiment's `get_config(arg)`: a locked ConfigDict of `fields` (name, variants, trial,
+  ...). arg "smoke" applies `smoke`, {dotted key: value} (as `--config.` flags would), and
+  appends "-smoke" to the name."""
+  if arg not in (None, "smoke"):
+    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
+  config = ml_collections.ConfigDict(fields)
+  if arg == "smoke":
+    config.update_from_flattened_dict({**smoke, "name": f"{config.name}-smoke"})
+  config.lock()
+  return config
+
+
+def variant_trial(config, changes: dict) -> ml_collections.ConfigDict:
+  """The locked trial config of a variant: config.trial with `changes`, {dotted key: value}."""
+  trial = ml_collections.ConfigDict(config.trial.to_dict())
+  trial.update_from_flattened_dict(changes)
+  trial.lock()
+  return trial
 
 
 def default_workdir(config) -> str:
@@ -46,6 +83,12 @@ def print_table(results: dict[str, dict], keys) -> None:
     cells = [f"{v:.4f}" if isinstance(v, float) else str(v)
              for v in (result.get(key) for key in keys)]
     print(name.ljust(first) + "".join(c.rjust(w) for c, w in zip(cells, widths)))
+
+
+def write_generated(workdir, name: str, filename: str, text: str, what: str) -> None:
+  """Writes what variant `name` generated to workdir/name/filename and prints it."""
+  (pathlib.Path(workdir) / name / filename).write_text(text)
+  print(f"{name}: {what}:\n\n{text}")
 
 
 def best_model(task, trial_config, workdir):

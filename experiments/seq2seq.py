@@ -23,7 +23,6 @@ import numpy as np
 from flax import nnx
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_sequence_accuracy", "beam_sequence_accuracy", "test_token_accuracy",
            "test_nll", "best_epoch")
@@ -31,29 +30,22 @@ TASKS = {"reverse": "reverse", "sort": "sort", "add": "add", "transpose": "abc_t
 ATTENTIONS = ("bahdanau", "luong", "none")
 
 
+# What the smoke run changes.
+SMOKE = {"variants": ("reverse-bahdanau",), "trial.max_epochs": 4, "trial.patience": 4,
+         "trial.learning_rate": 1e-2, "trial.task_options.train_size": 2000,
+         "trial.task_options.eval_size": 200, "trial.task_options.max_length": 6,
+         "trial.model.hidden_size": 32}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the comparison) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="seq2seq", data="reverse", optimizer="adam", learning_rate=3e-3,
-               batch_size=32, eval_batch_size=250, max_epochs=40, patience=5, clip_norm=1.0,
-               pad_multiple=8)
-  trial.task_options = dict(train_size=20000, eval_size=1000, min_length=1, max_length=8,
-                            max_chars=120, max_train=0)
-  trial.model.update(backbone="lstm", variant="NP", hidden_size=128)
-  trial.model.update(bidirectional=True, attention="bahdanau", decoder_cell="lstm")
-  config = ml_collections.ConfigDict(dict(
-      name="seq2seq", beam_size=4, examples=3,
-      variants=tuple(f"{t}-{a}" for t in ("reverse", "add") for a in ATTENTIONS)
-      + ("transpose-luong",), trial=trial))
-  if arg == "smoke":
-    config.name, config.variants = "seq2seq-smoke", ("reverse-bahdanau",)
-    trial.update(max_epochs=4, patience=4, learning_rate=1e-2)
-    trial.task_options.update(train_size=2000, eval_size=200, max_length=6)
-    trial.model.hidden_size = 32
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("seq2seq", data="reverse", eval_batch_size=250, max_epochs=40,
+                            patience=5, pad_multiple=8)
+  trial.task_options.update(train_size=20000, eval_size=1000)
+  trial.model.update(hidden_size=128, bidirectional=True)
+  variants = tuple(f"{t}-{a}" for t in ("reverse", "add") for a in ATTENTIONS)
+  return runner.experiment_config(arg, SMOKE, name="seq2seq", beam_size=4, examples=3,
+                                  variants=variants + ("transpose-luong",), trial=trial)
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
@@ -61,10 +53,7 @@ def variant_config(config, name: str) -> ml_collections.ConfigDict:
   if task not in TASKS or attention not in ATTENTIONS:
     raise ValueError(f"variant must be <{'|'.join(TASKS)}>-<{'|'.join(ATTENTIONS)}>, "
                      f"got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  trial.data, trial.model.attention = TASKS[task], attention
-  trial.lock()
-  return trial
+  return runner.variant_trial(config, {"data": TASKS[task], "model.attention": attention})
 
 
 def decode_test(model, task, vocab, beam_size: int):

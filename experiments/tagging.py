@@ -15,39 +15,28 @@ what comes).
 import ml_collections
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_accuracy", "test_nll", "baseline_nll", "best_epoch")
 
 
+# What the smoke run changes.
+SMOKE = {"trial.max_epochs": 3, "trial.patience": 3, "trial.learning_rate": 1e-2,
+         "trial.task_options.max_train": 48, "trial.model.hidden_size": 32}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the comparison) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="tag", data="music21", optimizer="adam", learning_rate=3e-3, batch_size=8,
-               eval_batch_size=128, max_epochs=60, patience=8, clip_norm=1.0, pad_multiple=32)
-  trial.task_options = dict(max_train=0)
-  trial.model.update(backbone="lstm", variant="NP", hidden_size=128)
-  trial.model.bidirectional = False
-  config = ml_collections.ConfigDict(dict(name="tagging", variants=("lstm", "bilstm"),
-                                          trial=trial))
-  if arg == "smoke":
-    config.name = "tagging-smoke"
-    trial.update(max_epochs=3, patience=3, learning_rate=1e-2)
-    trial.task_options.max_train = 48
-    trial.model.hidden_size = 32
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("tag", data="music21", batch_size=8, eval_batch_size=128,
+                            max_epochs=60, patience=8, pad_multiple=32)
+  trial.model.hidden_size = 128
+  return runner.experiment_config(arg, SMOKE, name="tagging", variants=("lstm", "bilstm"),
+                                  trial=trial)
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
   if name not in ("lstm", "bilstm"):
     raise ValueError(f"variant must be 'lstm' or 'bilstm', got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  trial.model.bidirectional = name == "bilstm"
-  trial.lock()
-  return trial
+  return runner.variant_trial(config, {"model.bidirectional": name == "bilstm"})
 
 
 if __name__ == "__main__":

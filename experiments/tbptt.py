@@ -15,29 +15,23 @@ import re
 import ml_collections
 
 from experiments import runner
-from rnn_research import train
 
 METRICS = ("test_bits_per_character", "test_nll", "best_epoch", "epochs")
 
 
+# What the smoke run changes.
+SMOKE = {"variants": ("k16", "full"), "trial.max_epochs": 2, "trial.patience": 2,
+         "trial.learning_rate": 1e-2, "trial.task_options.window": 64,
+         "trial.task_options.max_train": 400, "trial.model.hidden_size": 64}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the comparison) or "smoke"."""
-  trial = train.default_config()
-  trial.update(task="stream", data="abc_tunes", optimizer="adam", learning_rate=2e-3,
-               batch_size=32, eval_batch_size=256, max_epochs=30, patience=4, clip_norm=1.0)
-  trial.task_options = dict(window=256, k1=32, k2=32, max_train=0)
-  trial.model.update(backbone="lstm", variant="NP", hidden_size=256, num_layers=1)
-  config = ml_collections.ConfigDict(dict(name="tbptt", variants=("k8", "k32", "full"),
-                                          trial=trial))
-  if arg == "smoke":
-    config.update(name="tbptt-smoke", variants=("k16", "full"))
-    trial.update(max_epochs=2, patience=2, learning_rate=1e-2)
-    trial.task_options.update(window=64, max_train=400)
-    trial.model.hidden_size = 64
-  elif arg is not None:
-    raise ValueError(f"unknown config argument {arg!r}; use none or 'smoke'")
-  config.lock()
-  return config
+  trial = runner.task_trial("stream", data="abc_tunes", learning_rate=2e-3, max_epochs=30,
+                            patience=4)
+  trial.model.hidden_size = 256
+  return runner.experiment_config(arg, SMOKE, name="tbptt", variants=("k8", "k32", "full"),
+                                  trial=trial)
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
@@ -45,11 +39,8 @@ def variant_config(config, name: str) -> ml_collections.ConfigDict:
   match = re.fullmatch(r"k(\d+)|full", name)
   if not match:
     raise ValueError(f"variant must be k<steps> or 'full', got {name!r}")
-  trial = ml_collections.ConfigDict(config.trial.to_dict())
-  k = int(match.group(1)) if match.group(1) else trial.task_options.window
-  trial.task_options.k1 = trial.task_options.k2 = k
-  trial.lock()
-  return trial
+  k = int(match.group(1)) if match.group(1) else config.trial.task_options.window
+  return runner.variant_trial(config, {"task_options.k1": k, "task_options.k2": k})
 
 
 if __name__ == "__main__":

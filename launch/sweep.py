@@ -3,7 +3,10 @@ sweep directory, open the variants' studies and build the data."""
 import dataclasses
 import pathlib
 
+import ml_collections
+
 from launch import study as studies
+from rnn_research import tasks
 from rnn_research.experiment import load_module
 from rnn_research.workdir import bind_config
 
@@ -52,6 +55,16 @@ def count_done(variant_studies) -> int:
              for t in study.get_trials(deepcopy=False))
 
 
+def _complete_trial(record: dict) -> dict:
+  """A stored sweep record whose study's trial config has the keys declared since it was
+  written (tasks.complete)."""
+  config = record["config"]
+  if "trial" not in config:
+    return record
+  trial = tasks.complete(ml_collections.ConfigDict(config["trial"])).to_dict()
+  return {**record, "config": {**config, "trial": trial}}
+
+
 def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | None,
             overwrite: bool) -> Sweep:
   """The sweep of `config` (from `--study=<config_argument>`) in `sweep_dir` (default
@@ -65,7 +78,8 @@ def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | 
   sweep_dir = pathlib.Path(sweep_dir or default_sweep_dir(config_argument))
   bind_config(sweep_dir, "sweep.json", {"study": study_file, "config": config.to_dict()},
               overwrite, kind="a sweep",
-              remedy="pass --overwrite to delete it, or choose another --sweep_dir")
+              remedy="pass --overwrite to delete it, or choose another --sweep_dir",
+              normalise=_complete_trial)
   url = studies.storage_url(sweep_dir, storage)
   opened = opened or studies.open_storage(url)
   variant_studies = [studies.open_study(opened, config.name, v) for v in config.variants]

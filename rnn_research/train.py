@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_research import compilation, metrics, parallel
+from rnn_research import compilation, metrics, parallel, tasks
 from rnn_research.checkpoint import Checkpoints
 from rnn_research.tasks import Task, make_task
 from rnn_research.workdir import Workdir, differing_keys
@@ -33,17 +33,18 @@ OPTIMIZERS = ("sgd_nesterov", "adam")
 PACKABLE_KEYS = ("learning_rate", "momentum", "input_noise", "seed")
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every key a trial reads, with defaults; studies override what they search."""
-  return ml_collections.ConfigDict(dict(
-      task="next_step",         # a key of rnn_research.tasks.MODULES
+def default_config(task: str = "next_step", backbone: str = "lstm") -> ml_collections.ConfigDict:
+  """Every key a trial of `task` with `backbone` reads, with defaults; studies override what they
+  search. The task's options (task_options) and the model keys of its head and backbone are
+  the ones they declare (`tasks.complete`)."""
+  return tasks.complete(ml_collections.ConfigDict(dict(
+      task=task,                # a key of rnn_research.tasks.MODULES
       task_options={},          # what the task reads besides the keys below
       data="music21",           # the dataset (next_step: a key of tasks.next_step.DATASETS)
       data_path="",             # the .pickle/.mat file of a Boulanger-Lewandowski set
                                 # (data="jsb_standard", "nottingham", "muse_data", "piano_midi_de")
       data_dir="",              # TFDS data dir ("" = $RNN_RESEARCH_DATA_DIR or TFDS's default)
-      model=dict(backbone="lstm", variant="V", hidden_size=100, num_layers=1, backend="scan",
-                 dropout=0.0),
+      model=dict(backbone=backbone),
       optimizer="sgd_nesterov",
       learning_rate=1e-3,
       momentum=0.9,
@@ -57,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
       pad_multiple=16,          # pad time to a multiple of this: fewer shapes to compile
       length_buckets=0,         # > 0: pad training batches to one of this many lengths fitted
                                 # to the training data instead (data.fit_pad_lengths)
-  ))
+  )))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -389,6 +390,11 @@ def _save_best(checkpoints: list[Checkpoints], progress: PackProgress, best) -> 
              {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
 
 
+def _complete_record(record: dict) -> dict:
+  """A stored trial config with the keys declared since it was written (tasks.complete)."""
+  return tasks.complete(ml_collections.ConfigDict(record)).to_dict()
+
+
 def train_pack(configs, workdirs, *, overwrite: bool = False,
                task: Task | None = None) -> list[dict]:
   """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
@@ -404,7 +410,9 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   each trial's `best` checkpoint and result are written."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   check_packable(configs)
-  all_files = [Workdir(w, c, overwrite) for w, c in zip(workdirs, configs)]
+  configs = [tasks.complete(c) for c in configs]  # config.json: every key the trial reads
+  all_files = [Workdir(w, c, overwrite, normalise=_complete_record)
+               for w, c in zip(workdirs, configs)]
   todo = [k for k, f in enumerate(all_files) if f.result() is None]
   if not todo:
     return [f.result() for f in all_files]

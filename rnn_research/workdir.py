@@ -5,18 +5,21 @@ import os
 import pathlib
 import shutil
 import socket
+from typing import Callable
 
 
 def bind_config(directory, filename: str, record: dict, overwrite: bool, *, kind: str,
-                remedy: str) -> None:
+                remedy: str, normalise: Callable[[dict], dict] = lambda r: r) -> None:
   """Writes `record` (JSON) to directory/filename, the config a directory belongs to. A
   directory that holds another config's `kind` is refused, naming the differing keys, or with
-  `overwrite` deleted first."""
+  `overwrite` deleted first. `normalise` brings a stored record to the form of `record` first
+  (the defaults declared since it was written filled in)."""
+  as_stored = lambda r: json.loads(json.dumps(r))  # tuples become lists
   directory = pathlib.Path(directory)
   path = directory / filename
-  record = json.loads(json.dumps(record))  # as stored: tuples become lists
+  record = as_stored(record)
   if path.exists():
-    stored = json.loads(path.read_text())
+    stored = as_stored(normalise(json.loads(path.read_text())))
     if stored != record:
       if not overwrite:
         raise ValueError(f"{directory} holds {kind} of a different config (keys "
@@ -38,12 +41,14 @@ def write_at_once(path: pathlib.Path, text: str) -> None:
 class Workdir:
   """The files of one trial."""
 
-  def __init__(self, path, config, overwrite: bool):
+  def __init__(self, path, config, overwrite: bool, *,
+               normalise: Callable[[dict], dict] = lambda r: r):
+    """Binds the directory to `config` (see bind_config, which `normalise` is passed to)."""
     self.path = pathlib.Path(path)
     self.metrics_file = self.path / "metrics.jsonl"
     self.result_file = self.path / "result.json"
     bind_config(self.path, "config.json", config.to_dict(), overwrite, kind="a trial",
-                remedy="use overwrite=True (--overwrite) to start it afresh")
+                remedy="use overwrite=True (--overwrite) to start it afresh", normalise=normalise)
 
   def result(self) -> dict | None:
     return json.loads(self.result_file.read_text()) if self.result_file.exists() else None

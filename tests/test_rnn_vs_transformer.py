@@ -170,7 +170,9 @@ def test_report_says_to_what_length_sequences_were_cut(tmp_path):
   best = {}
   for variant, options in (("abc-gru-50k", {"max_length": 512}), ("jsb-gru-50k", {})):
     (tmp_path / variant).mkdir()
-    (tmp_path / variant / "config.json").write_text(json.dumps({"task_options": options}))
+    config = default_config()
+    config.task_options.update(options)
+    (tmp_path / variant / "config.json").write_text(config.to_json())
     best[variant] = dataclasses.replace(_trial(variant, 0, 1.0, 1.0), workdir=variant)
   note = comparison.cut_note(str(tmp_path), best, "abc")
   assert "cut to its first 512 steps" in note[0]

@@ -19,8 +19,8 @@ from rnn_research.tasks.stream import stream_task
 from rnn_research.tasks.tag import tagging_task
 
 
-def small_config(**model):
-  config = train.default_config()
+def small_config(task="next_step", **model):
+  config = train.default_config(task)
   config.update(eval_batch_size=4, pad_multiple=4)
   config.model.update(backbone="gru", hidden_size=12, num_layers=1, **model)
   return config
@@ -113,18 +113,18 @@ def test_conditional_generator_writes_the_tune_of_its_key():
 def test_stream_language_model_learns_with_truncated_bptt(rng):
   documents = [np.array([1] + [3, 4, 5] * int(n) + [2]) for n in rng.integers(1, 4, size=12)]
   source = StreamSource(documents, window=12)
-  config = small_config()
-  config.task_options = dict(k1=4)
+  config = small_config("stream")
+  config.task_options.k1 = 4
   task = stream_task({"train": source, "validation": source, "test": source}, 6, config)
   losses, _, _ = fit(task, config, [source[i] for i in range(4)])
   assert losses[-1] < 0.3 * losses[0]
 
 
 def test_train_and_evaluate_reports_seq2seq_metrics(tmp_path):
-  config = small_config(attention="none", decoder_cell="gru")
-  config.update(task="seq2seq", data="add", optimizer="adam", learning_rate=0.01, batch_size=8,
+  config = small_config("seq2seq", attention="none", decoder_cell="gru")
+  config.update(data="add", optimizer="adam", learning_rate=0.01, batch_size=8,
                 max_epochs=1, patience=1, pad_multiple=8)
-  config.task_options = dict(train_size=8, eval_size=4, max_length=2)
+  config.task_options.update(train_size=8, eval_size=4, max_length=2)
   result = train.train_and_evaluate(config, tmp_path)
   assert result["status"] == "completed"
   for name in ("nll", "token_accuracy", "sequence_accuracy"):
@@ -139,14 +139,14 @@ def test_train_and_evaluate_reports_seq2seq_metrics(tmp_path):
     ("conditional", "music21", "data must be 'abc_tunes'"),
 ])
 def test_bad_task_configs(task, data, message):
-  config = small_config()
-  config.update(task=task, data=data)
+  config = small_config(task)
+  config.data = data
   with pytest.raises(ValueError, match=message):
     make_task(config)
 
 
 def test_missing_imdb_names_the_data_dir(tmp_path):
-  config = small_config()
-  config.update(task="classify", data="imdb_reviews", data_dir=str(tmp_path))
+  config = small_config("classify")
+  config.update(data="imdb_reviews", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
     make_task(config)

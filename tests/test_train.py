@@ -109,6 +109,18 @@ def test_workdir_of_another_config_is_refused(fake_chorales, tmp_path):
   assert train.train_and_evaluate(other, tmp_path, overwrite=True)["status"] == "completed"
 
 
+def test_workdir_written_before_a_key_was_declared_is_the_same_config(fake_chorales, tmp_path):
+  """A config.json without keys declared since (their defaults then applied) is not refused;
+  it is rewritten with them."""
+  config = small_config(fake_chorales, max_epochs=1)
+  result = train.train_and_evaluate(config, tmp_path)
+  stored = json.loads((tmp_path / "config.json").read_text())
+  del stored["task_options"]["max_length"], stored["model"]["backend"]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  assert train.train_and_evaluate(config, tmp_path) == result
+  assert json.loads((tmp_path / "config.json").read_text())["task_options"] == {"max_length": 0}
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("data", "mnist", "data must be one of"),
     ("optimizer", "lbfgs", "optimizer must be one of"),

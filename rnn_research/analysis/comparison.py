@@ -275,19 +275,21 @@ def latency_section(out_dir: str, latency_file=LATENCY_FILE) -> list[str]:
 
 
 def _trial_config(sweep_dir: str, trial: Trial):
-  """The train config the trial ran with (its workdir's config.json), as a ConfigDict."""
+  """The train config the trial ran with (its workdir's config.json), completed
+  (`tasks.complete`)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from rnn_research import tasks  # pylint: disable=g-import-not-at-top
   with open(os.path.join(sweep_dir, trial.workdir, "config.json")) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return tasks.complete(ml_collections.ConfigDict(json.load(f)))
 
 
 def cut_note(sweep_dir: str, best: dict[str, Trial], benchmark: str) -> list[str]:
   """Report lines saying to what length the benchmark's sequences were cut
   (task_options.max_length of its best trials' configs); none when they were not."""
   from rnn_research.tasks.next_step import max_length  # pylint: disable=g-import-not-at-top
-  lengths = {max_length(_trial_config(sweep_dir, t))
-             for t in best.values() if t.benchmark == benchmark and t.workdir}
-  lengths = sorted(lengths - {0})
+  configs = [_trial_config(sweep_dir, t)
+             for t in best.values() if t.benchmark == benchmark and t.workdir]
+  lengths = sorted({max_length(c) for c in configs if c.task == "next_step"} - {0})
   if not lengths:
     return []
   return [f"Every sequence of every split was cut to its first {' or '.join(map(str, lengths))} "

@@ -191,16 +191,18 @@ class WindowMLP(_Causal):
     return _masked(h, lengths), history
 
 
+TCN_KEYS = dict(kernel_size=3)  # the model config keys of "tcn" besides the common ones
+MLP_KEYS = dict(window=8)  # and of "mlp"
+
+
 def tcn_backbone(config, in_features: int, rngs: nnx.Rngs) -> TCN:
-  """The `model.backbone = "tcn"` builder: channels = hidden_size, num_layers blocks, the
-  config's kernel_size (3) and dropout."""
+  """The `model.backbone = "tcn"` builder: channels = hidden_size, num_layers blocks,
+  kernel_size and dropout."""
   return TCN(in_features, config.hidden_size, num_layers=config.num_layers,
-             kernel_size=config.get("kernel_size", 3), dropout=config.get("dropout", 0.0),
-             rngs=rngs)
+             kernel_size=config.kernel_size, dropout=config.dropout, rngs=rngs)
 
 
 def mlp_backbone(config, in_features: int, rngs: nnx.Rngs) -> WindowMLP:
-  """The `model.backbone = "mlp"` builder: hidden_size, num_layers, the config's window (8)."""
+  """The `model.backbone = "mlp"` builder: hidden_size, num_layers, window and dropout."""
   return WindowMLP(in_features, config.hidden_size, num_layers=config.num_layers,
-                   window=config.get("window", 8), dropout=config.get("dropout", 0.0),
-                   rngs=rngs)
+                   window=config.window, dropout=config.dropout, rngs=rngs)

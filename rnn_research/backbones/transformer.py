@@ -224,13 +224,16 @@ def width_step(num_heads: int, positions: str) -> int:
   return num_heads * (2 if positions == "rotary" else 1)
 
 
+# The model config keys of "transformer" besides the common ones, with their defaults.
+CONFIG_KEYS = dict(num_heads=4, mlp_ratio=4, positions="sinusoidal", max_positions=4096,
+                   causal=True)
+
+
 def transformer_backbone(config, in_features: int, rngs: nnx.Rngs) -> Transformer:
-  """The `model.backbone = "transformer"` builder: width = hidden_size, and the config's
-  num_heads (4), mlp_ratio (4), positions ("sinusoidal"), max_positions (4096), causal (True)."""
+  """The `model.backbone = "transformer"` builder: width = hidden_size, num_layers, dropout and
+  CONFIG_KEYS."""
   return Transformer(in_features, config.hidden_size, num_layers=config.num_layers,
-                     num_heads=config.get("num_heads", 4), mlp_ratio=config.get("mlp_ratio", 4),
-                     dropout=config.get("dropout", 0.0),
-                     positions=config.get("positions", "sinusoidal"),
-                     max_positions=config.get("max_positions", 4096),
-                     causal=config.get("causal", True), rngs=rngs)
+                     num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+                     dropout=config.dropout, positions=config.positions,
+                     max_positions=config.max_positions, causal=config.causal, rngs=rngs)
 

@@ -98,6 +98,14 @@ def lstm_spec(variant: "str | LSTMSpec") -> LSTMSpec:
   return lstm_variant(variant)[0]
 
 
+def lstm_def(in_features: int, hidden_size: int, variant: "str | LSTMSpec" = "V",
+             **fields) -> "LSTMDef":
+  """The LSTMDef of a preset of PRESETS or LAYER_NORM_PRESETS, or of a spec; `fields` are
+  LSTMDef's others (proj_size, forget_bias, cell_clip, num_heads)."""
+  spec, layer_norm = lstm_variant(variant)
+  return LSTMDef(in_features, hidden_size, spec, layer_norm=layer_norm, **fields)
+
+
 def lstm_variant(variant: "str | LSTMSpec") -> tuple[LSTMSpec, bool]:
   """(spec, layer_norm) of a preset of PRESETS or LAYER_NORM_PRESETS, or of a spec."""
   if isinstance(variant, LSTMSpec):

@@ -9,7 +9,7 @@ from flax import nnx
 from rnn_research.cells import base
 from rnn_research.cells.elman import ElmanDef
 from rnn_research.cells.gru import GRUDef
-from rnn_research.cells.lstm import LSTMDef, lstm_variant
+from rnn_research.cells.lstm import lstm_def
 from rnn_research.cells.mgu import MGUDef
 from rnn_research.cells.mut import MUTDef
 
@@ -48,51 +48,49 @@ class CellModule(nnx.RNNCellBase):
 
 class LSTMCell(CellModule):
   """An LSTM of the Odyssey family; `variant` is a preset name of `lstm.PRESETS`, a layer-normalised
-  preset of `lstm.LAYER_NORM_PRESETS` ("LN-NP", "LN-V", ...) or an LSTMSpec. cell_clip and
-  num_heads: see `lstm.LSTMDef`."""
+  preset of `lstm.LAYER_NORM_PRESETS` ("LN-NP", "LN-V", ...) or an LSTMSpec; the other keyword
+  arguments are `lstm.LSTMDef`'s fields (proj_size, forget_bias, cell_clip, num_heads)."""
 
-  def __init__(self, in_features: int, hidden_size: int, *, variant="V", proj_size: int = 0,
-               forget_bias: float = 1.0, cell_clip: float | None = None, num_heads: int = 1,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    spec, layer_norm = lstm_variant(variant)
-    super().__init__(LSTMDef(in_features, hidden_size, spec, proj_size, forget_bias, cell_clip,
-                             layer_norm, num_heads), param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, in_features: int, hidden_size: int, *, variant="V", param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **fields):
+    super().__init__(lstm_def(in_features, hidden_size, variant, **fields),
+                     param_dtype=param_dtype, rngs=rngs)
 
 
 class GRUCell(CellModule):
-  """A GRU; reset_after=True is the cuDNN/PyTorch convention, False is Cho et al. 2014.
-  layer_norm and num_heads: see `gru.GRUDef`."""
+  """A GRU; the keyword arguments are `gru.GRUDef`'s fields: reset_after (True: the cuDNN/PyTorch
+  convention, False: Cho et al. 2014), layer_norm, num_heads."""
 
-  def __init__(self, in_features: int, hidden_size: int, *, reset_after: bool = True,
-               layer_norm: bool = False, num_heads: int = 1, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    super().__init__(GRUDef(in_features, hidden_size, reset_after, layer_norm, num_heads),
-                     param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, in_features: int, hidden_size: int, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **fields):
+    super().__init__(GRUDef(in_features, hidden_size, **fields), param_dtype=param_dtype,
+                     rngs=rngs)
 
 
 class ElmanCell(CellModule):
-  """The simple RNN, h = act(W x + b + R h⁻) with act = "tanh" or "relu"; num_heads > 1 makes
-  R block-diagonal."""
+  """The simple RNN, h = act(W x + b + R h⁻); the keyword arguments are `elman.ElmanDef`'s
+  fields: activation ("tanh" or "relu"), num_heads (> 1: R block-diagonal)."""
 
-  def __init__(self, in_features: int, hidden_size: int, *, activation: str = "tanh",
-               num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(ElmanDef(in_features, hidden_size, activation, num_heads),
-                     param_dtype=param_dtype, rngs=rngs)
+  def __init__(self, in_features: int, hidden_size: int, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **fields):
+    super().__init__(ElmanDef(in_features, hidden_size, **fields), param_dtype=param_dtype,
+                     rngs=rngs)
 
 
 class MGUCell(CellModule):
-  """The minimal gated unit."""
+  """The minimal gated unit; the keyword arguments are `mgu.MGUDef`'s fields (forget_bias)."""
 
-  def __init__(self, in_features: int, hidden_size: int, *, forget_bias: float = 1.0,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(MGUDef(in_features, hidden_size, forget_bias), param_dtype=param_dtype,
+  def __init__(self, in_features: int, hidden_size: int, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **fields):
+    super().__init__(MGUDef(in_features, hidden_size, **fields), param_dtype=param_dtype,
                      rngs=rngs)
 
 
 class MUTCell(CellModule):
-  """One of Jozefowicz et al.'s MUT1, MUT2, MUT3."""
+  """One of Jozefowicz et al.'s MUT1, MUT2, MUT3; the keyword arguments are `mut.MUTDef`'s fields
+  (variant, default "MUT1")."""
 
-  def __init__(self, in_features: int, hidden_size: int, *, variant: str = "MUT1",
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    super().__init__(MUTDef(in_features, hidden_size, variant), param_dtype=param_dtype,
+  def __init__(self, in_features: int, hidden_size: int, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs, **fields):
+    super().__init__(MUTDef(in_features, hidden_size, **fields), param_dtype=param_dtype,
                      rngs=rngs)

@@ -13,23 +13,24 @@ Regularisation (`layers.regularization`; masks drawn once per call, in training 
 `model.eval()` turns the masks off (zoneout then takes its expected update); `model.train()`
 turns them back on.
 """
-from typing import Callable
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnn_research.cells import CellDef, ElmanDef, GRUDef, LSTMDef, lstm_def
 from rnn_research.cells import modules as cells
 from rnn_research.layers import regularization, sequence
 from rnn_research.layers.options import check_grad_clip, check_remat
 
 
 class StackedRNN(nnx.Module):
-  """`num_layers` layers of cells made by `make_cell(in_features, rngs)`.
+  """`num_layers` layers of the cell `cell` defines.
 
   Args:
-    make_cell: builds one layer's cell module for a given input size.
-    in_features: D of the inputs.
+    cell: the first layer's cell definition (its in_features is D of the inputs); every later
+      layer has the same with in_features the previous layer's output width.
     num_layers: layers in the stack; layer k > 0 reads layer k-1's outputs.
     bidirectional: each layer runs forward and in reverse and concatenates the outputs.
     dropout: dropout rate on the outputs of every layer but the last (as PyTorch), in [0, 1).
@@ -47,14 +48,15 @@ class StackedRNN(nnx.Module):
     unroll: time steps per scan iteration.
     backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU) or "auto" (the kernels
       on GPU/TPU where they support the cell, else the scan).
+    param_dtype: the parameters' dtype.
   """
 
-  def __init__(self, make_cell: Callable[[int, nnx.Rngs], cells.CellModule], in_features: int,
-               *, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
+  def __init__(self, cell: CellDef, *, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
                input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                weight_dropout: float = 0.0, zoneout_c: float = 0.0, zoneout_h: float = 0.0,
                remat=None, grad_clip: float | None = None, time_major: bool = False,
-               unroll: int = 1, backend: str = "scan", rngs: nnx.Rngs):
+               unroll: int = 1, backend: str = "scan", param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
     if not isinstance(num_layers, int) or num_layers < 1:
       raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
     regularization.check_rate("dropout", dropout)
@@ -69,9 +71,9 @@ class StackedRNN(nnx.Module):
     directions = 2 if bidirectional else 1
     layers = []
     for _ in range(num_layers):
-      layer = [make_cell(in_features, rngs) for _ in range(directions)]
-      in_features = directions * layer[0].definition.output_size
-      layers.append(nnx.List(layer))
+      layers.append(nnx.List([cells.CellModule(cell, param_dtype=param_dtype, rngs=rngs)
+                              for _ in range(directions)]))
+      cell = dataclasses.replace(cell, in_features=directions * cell.output_size)
     self.layers = nnx.List(layers)
     rates.check_cell(self.layers[0][0].definition)
     # Only stacks with dropout carry its random state.
@@ -130,48 +132,47 @@ class StackedRNN(nnx.Module):
     return xs * (mask[None] if self.time_major else mask[:, None])
 
 
+def split_fields(definition_type, options: dict) -> tuple[dict, dict]:
+  """(the options that are fields of the cell definition type, the others: the layer's)."""
+  names = {field.name for field in dataclasses.fields(definition_type)}
+  return ({k: v for k, v in options.items() if k in names},
+          {k: v for k, v in options.items() if k not in names})
+
+
 class LSTM(StackedRNN):
   """A stack of LSTM layers. variant: a preset of `cells.lstm.PRESETS` ("NP" = PyTorch's LSTM,
   "V" = the Odyssey vanilla LSTM with peepholes, ...), a layer-normalised preset "LN-NP",
-  "LN-V", ... or an LSTMSpec; proj_size > 0 is LSTMP; cell_clip, num_heads: see LSTMDef."""
+  "LN-V", ... or an LSTMSpec. The other keyword arguments are LSTMDef's fields (proj_size > 0
+  is LSTMP; forget_bias, cell_clip, num_heads) or StackedRNN's."""
 
-  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
-               bidirectional: bool = False, dropout: float = 0.0, proj_size: int = 0,
-               variant="NP", *, forget_bias: float = 1.0, cell_clip: float | None = None,
-               num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
-    make = lambda d, r: cells.LSTMCell(d, hidden_size, variant=variant, proj_size=proj_size,
-                                       forget_bias=forget_bias, cell_clip=cell_clip,
-                                       num_heads=num_heads, param_dtype=param_dtype, rngs=r)
-    super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
-                     dropout=dropout, rngs=rngs, **options)
+  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, variant="NP",
+               rngs: nnx.Rngs, **options):
+    fields, options = split_fields(LSTMDef, options)
+    super().__init__(lstm_def(in_features, hidden_size, variant, **fields),
+                     num_layers=num_layers, rngs=rngs, **options)
 
 
 class GRU(StackedRNN):
-  """A stack of GRU layers; reset_after=True is PyTorch's convention, False Cho et al.'s;
-  layer_norm, num_heads: see GRUDef."""
+  """A stack of GRU layers. The keyword arguments are GRUDef's fields (reset_after: True is
+  PyTorch's convention, False Cho et al.'s; layer_norm, num_heads) or StackedRNN's."""
 
-  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
-               bidirectional: bool = False, dropout: float = 0.0, *, reset_after: bool = True,
-               layer_norm: bool = False, num_heads: int = 1, param_dtype=jnp.float32,
-               rngs: nnx.Rngs, **options):
-    make = lambda d, r: cells.GRUCell(d, hidden_size, reset_after=reset_after,
-                                      layer_norm=layer_norm, num_heads=num_heads,
-                                      param_dtype=param_dtype, rngs=r)
-    super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
-                     dropout=dropout, rngs=rngs, **options)
+  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, rngs: nnx.Rngs,
+               **options):
+    fields, options = split_fields(GRUDef, options)
+    super().__init__(GRUDef(in_features, hidden_size, **fields), num_layers=num_layers,
+                     rngs=rngs, **options)
 
 
 class SimpleRNN(StackedRNN):
-  """A stack of Elman layers (PyTorch's nn.RNN); nonlinearity "tanh" or "relu"; num_heads > 1
-  makes the recurrence head-wise."""
+  """A stack of Elman layers (PyTorch's nn.RNN); nonlinearity "tanh" or "relu". The other
+  keyword arguments are ElmanDef's fields (num_heads > 1: the recurrence head-wise) or
+  StackedRNN's."""
 
-  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1,
-               nonlinearity: str = "tanh", bidirectional: bool = False, dropout: float = 0.0,
-               *, num_heads: int = 1, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
-    make = lambda d, r: cells.ElmanCell(d, hidden_size, activation=nonlinearity,
-                                        num_heads=num_heads, param_dtype=param_dtype, rngs=r)
-    super().__init__(make, in_features, num_layers=num_layers, bidirectional=bidirectional,
-                     dropout=dropout, rngs=rngs, **options)
+  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *,
+               nonlinearity: str = "tanh", rngs: nnx.Rngs, **options):
+    fields, options = split_fields(ElmanDef, options)
+    super().__init__(ElmanDef(in_features, hidden_size, activation=nonlinearity, **fields),
+                     num_layers=num_layers, rngs=rngs, **options)
 
 
 def load_torch_state_dict(model: StackedRNN, state_dict) -> None:

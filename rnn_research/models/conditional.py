@@ -14,17 +14,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.backbones import make_backbone
+from rnn_research.backbones import complete, make_backbone
 from rnn_research.generation import decoding
 from rnn_research.generation.sampling import check_sampling, sample_loop
 from rnn_research.models.encoder import check_ids_and_lengths
+
+# The model config keys of the generator besides its backbone's (embed_size None: hidden_size).
+CONFIG_KEYS = dict(embed_size=None)
 
 
 class ConditionalGenerator(nnx.Module):
   """A language model whose first input step is a projected condition vector.
 
   Args:
-    config: model config (backbone, hidden_size, ...; embed_size, default hidden_size).
+    config: model config (backbone, hidden_size, ...; CONFIG_KEYS).
     vocab_size: V, the tokens.
     condition_sizes: the number of values of each categorical condition (C of them).
   """
@@ -33,7 +36,8 @@ class ConditionalGenerator(nnx.Module):
     condition_sizes = tuple(condition_sizes)
     if not condition_sizes or any(not isinstance(n, int) or n < 1 for n in condition_sizes):
       raise ValueError(f"condition_sizes must be positive ints, got {condition_sizes!r}")
-    width = config.get("embed_size", config.hidden_size)
+    config = complete(config, CONFIG_KEYS)
+    width = config.embed_size or config.hidden_size
     self.condition_sizes = condition_sizes
     self.conditions = nnx.List([nnx.Embed(n, width, rngs=rngs) for n in condition_sizes])
     self.project = nnx.Linear(width * len(condition_sizes), width, rngs=rngs)

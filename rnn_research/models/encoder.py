@@ -6,17 +6,22 @@ The many-to-one, tagging and seq2seq heads all start here:
     ys, summary = encoder(ids, lengths)       # ids [B, T] -> ys [B, T, E], summary [B, E]
 
 Model config keys read here: backbone, hidden_size, ... (see `models.backbones`), and
-  bidirectional (False): a second backbone reads each sequence reversed; outputs concatenated,
-  pooling ("last"): the summary is the output at each sequence's last valid step (and, when
+  bidirectional: a second backbone reads each sequence reversed; outputs concatenated,
+  pooling: the summary is the output at each sequence's last valid step (and, when
     bidirectional, the backward backbone's output at step 0, which has read the whole
     sequence), "mean" or "max" over the valid steps,
-  embed_size (hidden_size): width of the token embedding.
+  embed_size: width of the token embedding (None: hidden_size),
+with the defaults of CONFIG_KEYS.
 """
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.backbones import make_backbone
+from rnn_research.backbones import complete, make_backbone
 from rnn_research.layers import reverse_sequences
+
+# The model config keys an encoder reads besides its backbone's, with their defaults
+# (embed_size None: the hidden size).
+CONFIG_KEYS = dict(bidirectional=False, pooling="last", embed_size=None)
 
 POOLINGS = ("last", "mean", "max")
 
@@ -62,7 +67,7 @@ class Bidirectional(nnx.Module):
 
 def make_encoder(config, in_features: int, rngs: nnx.Rngs):
   """The backbone of `config`, wrapped in `Bidirectional` when config.bidirectional."""
-  if config.get("bidirectional", False):
+  if complete(config, CONFIG_KEYS).bidirectional:
     return Bidirectional(config, in_features, rngs)
   return make_backbone(config, in_features, rngs)
 
@@ -97,11 +102,12 @@ class SequenceEncoder(nnx.Module):
   """
 
   def __init__(self, config, in_features: int, *, embed: bool = False, rngs: nnx.Rngs):
-    self.pooling = config.get("pooling", "last")
+    config = complete(config, CONFIG_KEYS)
+    self.pooling = config.pooling
     if self.pooling not in POOLINGS:
       raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
     self.in_features = in_features
-    width = config.get("embed_size", config.hidden_size)
+    width = config.embed_size or config.hidden_size
     self.embed = nnx.Embed(in_features, width, rngs=rngs) if embed else None
     self.backbone = make_encoder(config, width if embed else in_features, rngs)
 

@@ -18,8 +18,9 @@ cell run one step per target token. Attention (model config `attention`):
 With attention the output a_t = tanh(W_c [s_t; c_t]), else a_t = s_t; logits = W_o a_t.
 Padding in the source (past `lengths`) gets attention weight 0.
 
-Model config keys: those of `models.encoder`, and attention ("bahdanau"), decoder_cell ("lstm"
-or "gru"), attention_size (hidden_size, Bahdanau only), variant (the LSTM preset, "NP").
+Model config keys: CONFIG_KEYS, those of `models.encoder` and the decoder's attention,
+decoder_cell ("lstm" or "gru"), attention_size (None: hidden_size; Bahdanau only) and variant
+(the decoder LSTM's preset).
 """
 from typing import NamedTuple
 
@@ -27,13 +28,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnn_research.backbones import complete
 from rnn_research.cells import modules as cells
 from rnn_research.generation import beam_search as beams
 from rnn_research.generation.sampling import sample_loop
+from rnn_research.models import encoder
 from rnn_research.models.encoder import SequenceEncoder
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 DECODER_CELLS = ("lstm", "gru")
+# The model config keys of an encoder-decoder besides its backbone's, with their defaults.
+CONFIG_KEYS = dict(encoder.CONFIG_KEYS, attention="bahdanau", decoder_cell="lstm",
+                   attention_size=None, variant="V")
 
 
 class Memory(NamedTuple):
@@ -96,21 +102,22 @@ class Decoder(nnx.Module):
   """
 
   def __init__(self, config, vocab_size: int, memory_size: int, *, rngs: nnx.Rngs):
-    self.kind = config.get("attention", "bahdanau")
+    config = complete(config, CONFIG_KEYS)
+    self.kind = config.attention
     if self.kind not in ATTENTIONS:
       raise ValueError(f"model.attention must be one of {ATTENTIONS}, got {self.kind!r}")
-    cell = config.get("decoder_cell", "lstm")
+    cell = config.decoder_cell
     if cell not in DECODER_CELLS:
       raise ValueError(f"model.decoder_cell must be one of {DECODER_CELLS}, got {cell!r}")
-    hidden, embed_size = config.hidden_size, config.get("embed_size", config.hidden_size)
+    hidden, embed_size = config.hidden_size, config.embed_size or config.hidden_size
     self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
     extra = {"bahdanau": memory_size, "luong": hidden, "none": 0}[self.kind]
-    self.cell = (cells.LSTMCell(embed_size + extra, hidden, variant=config.get("variant", "NP"),
+    self.cell = (cells.LSTMCell(embed_size + extra, hidden, variant=config.variant,
                                 rngs=rngs) if cell == "lstm"
                  else cells.GRUCell(embed_size + extra, hidden, rngs=rngs))
     attention = None
     if self.kind == "bahdanau":
-      attention = BahdanauAttention(hidden, memory_size, config.get("attention_size", hidden),
+      attention = BahdanauAttention(hidden, memory_size, config.attention_size or hidden,
                                     rngs=rngs)
     elif self.kind == "luong":
       attention = LuongAttention(hidden, memory_size, rngs=rngs)

@@ -1,8 +1,16 @@
 """Task shapes a trial can train, by name (`config.task`). A task module registers its builder
-`(config) -> Task` with `@register(name)`; `make_task` imports the module of a name on first use.
+`(config) -> Task` with `@register(name, options=..., model=...)`, declaring the
+`config.task_options` it reads and the model keys its head reads (the head's CONFIG_KEYS), with
+their defaults; `make_task` imports the module of a name on first use and builds the task from
+the config completed with those defaults (`complete`).
 """
+import dataclasses
 import importlib
+from typing import Callable
 
+import ml_collections
+
+from rnn_research import backbones
 from rnn_research.tasks.base import Task
 
 # config.task -> the module that registers it (imported lazily: data and models are heavy).
@@ -13,21 +21,53 @@ MODULES = {
     "stream": "rnn_research.tasks.stream",
     "adding": "rnn_research.tasks.synthetic", "copy": "rnn_research.tasks.synthetic",
 }
-TASKS = {}
 
 
-def register(name: str):
-  """Decorator: `@register("classify")` makes a builder `(config) -> Task` known as `name`."""
+@dataclasses.dataclass(frozen=True)
+class Registered:
+  """A task's builder and the config keys it reads: `options` (config.task_options) and `model`
+  (the keys of config.model its head reads besides the backbone's), with their defaults."""
+  builder: Callable
+  options: dict
+  model: dict
+
+
+TASKS: dict[str, Registered] = {}
+
+
+def register(name: str, *, options: dict | None = None, model: dict | None = None):
+  """Decorator: `@register("classify", options={...}, model={...})` makes a builder
+  `(config) -> Task` known as `name`, reading the declared keys."""
   def add(builder):
-    TASKS[name] = builder
+    TASKS[name] = Registered(builder, dict(options or {}), dict(model or {}))
     return builder
   return add
 
 
-def make_task(config) -> Task:
-  """The Task of `config.task` (default "next_step") built from `config`."""
-  name = config.get("task", "next_step")
+def registered(name: str) -> Registered:
   if name not in MODULES:
     raise ValueError(f"task must be one of {sorted(MODULES)}, got {name!r}")
   importlib.import_module(MODULES[name])
-  return TASKS[name](config)
+  return TASKS[name]
+
+
+def complete(config) -> ml_collections.ConfigDict:
+  """A copy of the trial config with every key its task, head and backbone read, the defaults
+  declared where they are read filling what it leaves out. A task option the task does not
+  declare is an error (a misspelt key would otherwise be ignored)."""
+  entry = registered(config.task)
+  given = dict(config.task_options or {})
+  unknown = sorted(set(given) - set(entry.options))
+  if unknown:
+    raise ValueError(f"task_options {unknown} are not options of task {config.task!r}; its "
+                     f"options (with defaults): {entry.options}")
+  completed = ml_collections.ConfigDict(config.to_dict())
+  completed.task_options = {**entry.options, **given}
+  completed.model = backbones.complete(config.model, entry.model)
+  return completed
+
+
+def make_task(config) -> Task:
+  """The Task of `config.task` built from `complete(config)`."""
+  config = complete(config)
+  return TASKS[config.task].builder(config)

@@ -7,19 +7,20 @@ config.data:
   "imdb_reviews": the sentiment of a film review, read only from a copy already prepared in the
     TFDS data dir (never downloaded; a missing copy fails naming the data dir). Every tenth
     training review is held out for validation.
-config.task_options (all optional):
-  label ("key"): "key" or "meter" (abc_tunes).
-  num_classes (6): the most frequent labels of the training split are the classes; tunes with
+config.task_options (OPTIONS holds the defaults):
+  label: "key" or "meter" (abc_tunes).
+  num_classes: the most frequent labels of the training split are the classes; tunes with
     other labels are left out (abc_tunes).
-  text ("notes"): "notes" = the tune's body only; "header" = also its other header lines
+  text: "notes" = the tune's body only; "header" = also its other header lines
     (title, origin, rhythm, ...), which can give the answer away (abc_tunes).
-  max_length (256): characters read from the start of each text.
-  max_train (0): use at most this many training examples (0 = all).
+  max_length: characters read from the start of each text.
+  max_train: use at most this many training examples (0 = all).
 The baseline NLL is the test cross-entropy of the training split's label frequencies.
 """
 import collections
 import math
 
+from rnn_research.models.encoder import CONFIG_KEYS as MODEL_KEYS
 from rnn_research.models.labelling import SequenceClassifier, correct, label_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
@@ -28,6 +29,7 @@ from rnn_research.tasks.base import eval_batches
 DATASETS = ("abc_tunes", "imdb_reviews")
 LABELS = ("key", "meter")
 TEXTS = ("notes", "header")
+OPTIONS = dict(label="key", num_classes=6, text="notes", max_length=256, max_train=0)
 IMDB_CLASSES = ("negative", "positive")
 
 
@@ -81,21 +83,21 @@ def classification_task(splits: dict, vocab, classes, config) -> Task:
 
 def _abc_splits(config, options):
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  label, text = options.get("label", "key"), options.get("text", "notes")
+  label, text = options.label, options.text
   if label not in LABELS:
     raise ValueError(f"task_options.label must be one of {LABELS}, got {label!r}")
   if text not in TEXTS:
     raise ValueError(f"task_options.text must be one of {TEXTS}, got {text!r}")
   data_dir = config.data_dir or None
   splits = {split: tune_examples(data.load("abc_tunes", split, data_dir=data_dir), label, text,
-                                 options.get("max_length", 256))
+                                 options.max_length)
             for split in ("train", "validation", "test")}
   return splits, data.load_vocabulary("abc_tunes", data_dir=data_dir), None
 
 
 def _imdb_splits(config, options):
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  max_length = options.get("max_length", 256)
+  max_length = options.max_length
   data_dir = config.data_dir or None
   read = lambda source, keep: [{"text": source[i]["text"][:max_length],
                                 "label": IMDB_CLASSES[int(source[i]["label"])]}
@@ -107,17 +109,16 @@ def _imdb_splits(config, options):
   return splits, vocab, list(IMDB_CLASSES)
 
 
-@register("classify")
+@register("classify", options=OPTIONS, model=MODEL_KEYS)
 def classify_task(config) -> Task:
   if config.data not in DATASETS:
     raise ValueError(f"data must be one of {DATASETS} for task 'classify', got {config.data!r}")
-  options = config.get("task_options") or {}
+  options = config.task_options
   read = _abc_splits if config.data == "abc_tunes" else _imdb_splits
   splits, vocab, classes = read(config, options)
-  max_train = options.get("max_train", 0)
-  if max_train:
-    splits["train"] = splits["train"][:max_train]
-  classes = classes or most_frequent(splits["train"], options.get("num_classes", 6))
+  if options.max_train:
+    splits["train"] = splits["train"][:options.max_train]
+  classes = classes or most_frequent(splits["train"], options.num_classes)
   splits = {split: [e for e in examples if e["label"] in classes]
             for split, examples in splits.items()}
   return classification_task(splits, vocab, classes, config)

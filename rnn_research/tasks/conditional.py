@@ -5,20 +5,23 @@ character); `generate_tunes` writes sampled tunes as ABC text.
 config.data: "abc_tunes". Each example's text is its unit-length line `L:...` and its notes;
 inputs are `<start>` and the text, targets the text and `<end>`, and `labels` [2] the ids of its
 key and metre.
-config.task_options (all optional):
-  num_keys (8), num_meters (6): the most frequent (normalised) keys and metres of the training
+config.task_options (OPTIONS holds the defaults):
+  num_keys, num_meters: the most frequent (normalised) keys and metres of the training
     split are the conditions; tunes with others are left out.
-  max_chars (256): each tune's notes are cut at their last bar line before this many characters.
-  max_train (0): at most this many training tunes (0 = all).
+  max_chars: each tune's notes are cut at their last bar line before this many characters.
+  max_train: at most this many training tunes (0 = all).
 """
 import numpy as np
 
 from rnn_research import metrics
+from rnn_research.models.conditional import CONFIG_KEYS as MODEL_KEYS
 from rnn_research.models.conditional import ConditionalGenerator
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
 from rnn_research.tasks.classify import most_frequent
 from rnn_research.tasks.base import eval_batches
+
+OPTIONS = dict(num_keys=8, num_meters=6, max_chars=256, max_train=0)
 
 
 def tune_examples(source, max_chars: int) -> list[dict]:
@@ -62,22 +65,21 @@ def conditional_data(config):
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   if config.data != "abc_tunes":
     raise ValueError(f"data must be 'abc_tunes' for task 'conditional', got {config.data!r}")
-  options = config.get("task_options") or {}
+  options = config.task_options
   data_dir = config.data_dir or None
   splits = {split: tune_examples(data.load("abc_tunes", split, data_dir=data_dir),
-                                 options.get("max_chars", 256))
+                                 options.max_chars)
             for split in ("train", "validation", "test")}
-  if options.get("max_train", 0):
-    splits["train"] = splits["train"][:options.get("max_train")]
-  keys = most_frequent([{"label": e["key"]} for e in splits["train"]], options.get("num_keys", 8))
-  meters = most_frequent([{"label": e["meter"]} for e in splits["train"]],
-                         options.get("num_meters", 6))
+  if options.max_train:
+    splits["train"] = splits["train"][:options.max_train]
+  keys = most_frequent([{"label": e["key"]} for e in splits["train"]], options.num_keys)
+  meters = most_frequent([{"label": e["meter"]} for e in splits["train"]], options.num_meters)
   splits = {split: [e for e in examples if e["key"] in keys and e["meter"] in meters]
             for split, examples in splits.items()}
   return splits, data.load_vocabulary("abc_tunes", data_dir=data_dir), keys, meters
 
 
-@register("conditional")
+@register("conditional", options=OPTIONS, model=MODEL_KEYS)
 def conditional_builder(config) -> Task:
   splits, vocab, keys, meters = conditional_data(config)
   return conditional_task(splits, vocab, keys, meters, config)

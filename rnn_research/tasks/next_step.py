@@ -2,8 +2,8 @@
 sequence's first frame unscored) or characters (softmax, NLL per character, also reported in bits
 per character). `config.data` names the dataset.
 
-config.task_options (optional):
-  max_length (0): cut every sequence of every split to its first max_length steps (0 = whole
+config.task_options (OPTIONS holds the defaults):
+  max_length: cut every sequence of every split to its first max_length steps (0 = whole
     sequences); the metrics are then those of the sequences' beginnings (the piano rolls'
     baseline stays that of whole sequences).
 """
@@ -12,6 +12,7 @@ from rnn_research.models import NextStepModel
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 
+OPTIONS = dict(max_length=0)
 # config.data -> (TFDS name, kind). The Boulanger-Lewandowski sets are built from the user's
 # .pickle/.mat file (config.data_path) the first time, each under its own name.
 DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
@@ -35,14 +36,14 @@ def character_loss(model, batch):
 
 def max_length(config) -> int:
   """The trial config's task_options.max_length (0 = whole sequences), checked."""
-  value = (config.get("task_options") or {}).get("max_length", 0)
+  value = config.task_options.max_length
   if not isinstance(value, int) or isinstance(value, bool) or value < 0:
     raise ValueError(f"task_options.max_length must be an int >= 0 (0 = whole sequences), got "
                      f"{value!r}")
   return value
 
 
-@register("next_step")
+@register("next_step", options=OPTIONS)
 def next_step_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   if config.data not in DATASETS:

@@ -7,15 +7,16 @@ config.data:
   "reverse", "sort", "add": generated strings (`data.strings`); the answer is checkable.
   "abc_transpose": a folk tune's notes and "<key>><new key>" -> the notes transposed to the new
     key (`data.transpose`), a shift drawn per tune from -5..6 semitones (not 0).
-config.task_options (all optional):
-  train_size (5000), eval_size (500): examples of the generated tasks per split.
-  min_length (1), max_length (8): string lengths (numbers' digits for "add").
-  max_chars (120): abc_transpose cuts each tune at its last bar line before this many characters.
-  max_train (0): at most this many training tunes (abc_transpose; 0 = all).
+config.task_options (OPTIONS holds the defaults):
+  train_size, eval_size: examples of the generated tasks per split.
+  min_length, max_length: string lengths (numbers' digits for "add").
+  max_chars: abc_transpose cuts each tune at its last bar line before this many characters.
+  max_train: at most this many training tunes (abc_transpose; 0 = all).
 """
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_research.models.seq2seq import CONFIG_KEYS as MODEL_KEYS
 from rnn_research.models.seq2seq import Seq2Seq, decoder_inputs
 from rnn_research.models.labelling import correct, label_loss
 from rnn_research.tasks import register
@@ -25,6 +26,8 @@ from rnn_research.tasks.base import eval_batches
 GENERATED = ("reverse", "sort", "add")
 DATASETS = GENERATED + ("abc_transpose",)
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+OPTIONS = dict(train_size=5000, eval_size=500, min_length=1, max_length=8, max_chars=120,
+               max_train=0)
 
 
 def transposition_examples(source, max_chars: int, seed: int = 0) -> list[dict]:
@@ -79,26 +82,25 @@ def seq2seq_task(splits: dict, vocab, config) -> Task:
               loss, metrics)
 
 
-@register("seq2seq")
+@register("seq2seq", options=OPTIONS, model=MODEL_KEYS)
 def seq2seq_builder(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.data import strings  # pylint: disable=g-import-not-at-top
   if config.data not in DATASETS:
     raise ValueError(f"data must be one of {DATASETS} for task 'seq2seq', got {config.data!r}")
-  options = config.get("task_options") or {}
+  options = config.task_options
   if config.data in GENERATED:
-    sizes = {"train": options.get("train_size", 5000)}
-    sizes["validation"] = sizes["test"] = options.get("eval_size", 500)
+    sizes = {"train": options.train_size}
+    sizes["validation"] = sizes["test"] = options.eval_size
     splits = {split: strings.StringSource(config.data, size, SPLIT_SEEDS[split],
-                                          options.get("min_length", 1),
-                                          options.get("max_length", 8))
+                                          options.min_length, options.max_length)
               for split, size in sizes.items()}
     return seq2seq_task(splits, strings.VOCABULARY, config)
   data_dir = config.data_dir or None
   splits = {}
   for split, seed in SPLIT_SEEDS.items():
     source = data.load("abc_tunes", split, data_dir=data_dir)
-    if split == "train" and options.get("max_train", 0):
-      source = [source[i] for i in range(min(options.get("max_train"), len(source)))]
-    splits[split] = transposition_examples(source, options.get("max_chars", 120), seed)
+    if split == "train" and options.max_train:
+      source = [source[i] for i in range(min(options.max_train, len(source)))]
+    splits[split] = transposition_examples(source, options.max_chars, seed)
   return seq2seq_task(splits, data.load_vocabulary("abc_tunes", data_dir=data_dir), config)

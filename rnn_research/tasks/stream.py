@@ -4,10 +4,10 @@ stream; within it the carry flows across chunks of k1 steps, the gradient reache
 and the state restarts at every tune's `<start>`. Reported as NLL and bits per character.
 
 config.data: "abc_tunes" (tunes concatenated as `<start> text <end>` in split order).
-config.task_options (all optional):
-  window (256): steps per example; k1 (32), k2 (k1): TBPTT's steps per update and steps the
-    gradient flows back (k1 = window is full BPTT over the window).
-  max_train (0): use at most this many training windows (0 = all).
+config.task_options (OPTIONS holds the defaults):
+  window: steps per example; k1, k2: TBPTT's steps per update and steps the gradient flows back
+    (k2 None: k1; k1 = window is full BPTT over the window).
+  max_train: use at most this many training windows (0 = all).
 Evaluation reads the same windows (the forward pass does not depend on k1, k2).
 """
 from rnn_research.models import NextStepModel
@@ -16,12 +16,13 @@ from rnn_research.tasks import register
 from rnn_research.tasks.base import Task
 from rnn_research.tasks.base import eval_batches
 
+OPTIONS = dict(window=256, k1=32, k2=None, max_train=0)
+
 
 def stream_task(splits: dict, vocab_size: int, config) -> Task:
   """The Task of `data.streams.StreamSource` windows per split."""
-  options = config.get("task_options") or {}
-  k1 = options.get("k1", 32)
-  k2 = options.get("k2", k1)
+  k1 = config.task_options.k1
+  k2 = config.task_options.k2 or k1
 
   def make_model(model_config, rngs):
     model = NextStepModel(model_config, vocab_size, vocab_size, embed=True, rngs=rngs)
@@ -36,13 +37,13 @@ def stream_task(splits: dict, vocab_size: int, config) -> Task:
               bits_per_character=True)
 
 
-@register("stream")
+@register("stream", options=OPTIONS)
 def stream_builder(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.data.streams import StreamSource  # pylint: disable=g-import-not-at-top
   if config.data != "abc_tunes":
     raise ValueError(f"data must be 'abc_tunes' for task 'stream', got {config.data!r}")
-  options = config.get("task_options") or {}
+  options = config.task_options
   data_dir = config.data_dir or None
   vocab = data.load_vocabulary("abc_tunes", data_dir=data_dir)
   splits = {}
@@ -50,8 +51,8 @@ def stream_builder(config) -> Task:
     source = data.load("abc_tunes", split, data_dir=data_dir)
     documents = [vocab.encode(source[i]["text"], add_start=True, add_end=True)
                  for i in range(len(source))]
-    splits[split] = StreamSource(documents, options.get("window", 256))
-  if options.get("max_train", 0):
+    splits[split] = StreamSource(documents, options.window)
+  if options.max_train:
     train = splits["train"]
-    splits["train"] = [train[i] for i in range(min(options.get("max_train"), len(train)))]
+    splits["train"] = [train[i] for i in range(min(options.max_train, len(train)))]
   return stream_task(splits, len(vocab), config)

@@ -8,7 +8,7 @@
   cross-entropy per step; the best memoryless strategy scores 10 ln 8 / (T + 20). Also reported:
   `accuracy`, the fraction of the ten copied symbols predicted right (argmax).
 
-`config.task_options`: length (T, default 100), train_size (10000), eval_size (1000). The data
+`config.task_options` (OPTIONS holds the defaults): length (T), train_size, eval_size. The data
 are fixed by the split (seeds 0, 1, 2 for train, validation, test), the same for every trial.
 """
 import jax.numpy as jnp
@@ -22,6 +22,7 @@ from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 
 SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+OPTIONS = dict(length=100, train_size=10000, eval_size=1000)
 COPY_VOCABULARY = synthetic.COPY_DELIMITER + 1  # blank, 8 symbols, delimiter
 
 
@@ -39,9 +40,7 @@ class LastStepRegressor(nnx.Module):
 
 
 def _options(config) -> dict:
-  options = config.get("task_options", None) or {}
-  values = {"length": options.get("length", 100), "train_size": options.get("train_size", 10000),
-            "eval_size": options.get("eval_size", 1000)}
+  values = {name: config.task_options[name] for name in OPTIONS}
   for name, value in values.items():
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"task_options.{name} must be a positive int, got {value!r}")
@@ -60,7 +59,7 @@ def _squared_error(model, batch):
   return jnp.sum(errors ** 2), errors.shape[0]
 
 
-@register("adding")
+@register("adding", options=OPTIONS)
 def adding_task(config) -> Task:
   sources = _sources("adding", _options(config))
   return Task(sources["train"], eval_batches(sources, config, pad_multiple=1), transform=None,
@@ -83,7 +82,7 @@ def _copy_accuracy(model, batch):
   return {"accuracy": (jnp.sum(right), jnp.sum(scored))}
 
 
-@register("copy")
+@register("copy", options=OPTIONS)
 def copy_task(config) -> Task:
   options = _options(config)
   sources = _sources("copy", options)

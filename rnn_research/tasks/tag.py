@@ -4,11 +4,12 @@ as NLL per step and per-step accuracy.
 
 config.data: "music21" (built-in JSB Chorales) or "standard" (config.data_path). Set
 model.bidirectional to let every step's label depend on the whole soprano line.
-config.task_options.max_train (0): use at most this many training chorales (0 = all).
+config.task_options.max_train: use at most this many training chorales (0, the default: all).
 The baseline NLL is the test cross-entropy of the training split's bass-note frequencies.
 """
 import numpy as np
 
+from rnn_research.models.encoder import CONFIG_KEYS as MODEL_KEYS
 from rnn_research.models.labelling import SequenceTagger, correct, label_loss
 from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
@@ -48,7 +49,7 @@ def tagging_task(splits: dict, config) -> Task:
               loss, metrics, baseline_nll=frequency_nll(splits["train"], splits["test"]))
 
 
-@register("tag")
+@register("tag", options=dict(max_train=0), model=MODEL_KEYS)
 def tag_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   if config.data not in ("music21", "standard"):
@@ -56,7 +57,7 @@ def tag_task(config) -> Task:
   options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
   splits = {split: data.load(DATASETS[config.data][0], split, **options)
             for split in ("train", "validation", "test")}
-  max_train = (config.get("task_options") or {}).get("max_train", 0)
+  max_train = config.task_options.max_train
   if max_train:
     splits["train"] = [splits["train"][i] for i in range(min(max_train, len(splits["train"])))]
   return tagging_task(splits, config)
