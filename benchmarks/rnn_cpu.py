@@ -3,6 +3,10 @@ PyTorch's nn.LSTM (oneDNN), forward and forward+backward, interleaved in one run
 
     python -m benchmarks.rnn_cpu --torch_python=python3.11      # writes benchmarks/results/rnn_cpu.{json,md}
 
+A third pass, `step_matmuls`, times the forward time loop's matmuls alone (`time` dependent
+h @ R, [batch, hidden] x [hidden, 4 hidden], through tanh) in XLA (a jitted fori_loop) and in
+PyTorch (torch.mm in a Python loop): how much of the layer's gap is the small matmul itself.
+
 PyTorch runs in its own interpreter (`--torch_python`, which must import torch; the project's
 Python 3.12 environment need not have it), driven over a pipe; it times each call itself, so the
 pipe costs nothing. Before timing, every implementation's output (and gradients) are checked
@@ -90,6 +94,14 @@ def jax_implementations(golden):
   return impls
 
 
+def step_matmuls(params):
+  """(jitted (R, h0) -> h_T of the time loop's matmuls alone, R, h0)."""
+  def chain(recurrent, h0):
+    body = lambda t, h: jnp.tanh(h @ recurrent)[:, :FLAGS.hidden]
+    return jax.lax.fori_loop(0, FLAGS.time, body, h0)
+  return jax.jit(chain), params["R"], jnp.zeros((FLAGS.batch, FLAGS.hidden), jnp.float32)
+
+
 def check(impls, golden):
   """Relative errors of each implementation against PyTorch: outputs and input gradients."""
   x = jnp.asarray(golden["x"])
@@ -119,14 +131,21 @@ def main(argv):
   impls = jax_implementations(golden)
   errors = check(impls, golden)
   x = jnp.asarray(golden["x"])
-  samples = {(impl, p): [] for impl in (*impls, "torch_cpu") for p in ("fwd", "fwdbwd")}
+  chain, recurrent, h0 = step_matmuls(impls["scan"][0])
+  passes = ("fwd", "fwdbwd", "step_matmuls")
+  samples = {(impl, p): [] for impl in (*impls, "torch_cpu") for p in passes
+             if p != "step_matmuls" or impl in ("scan", "torch_cpu")}
+  jax.block_until_ready(chain(recurrent, h0))
   for _ in range(3):  # warm-up: compilation, allocation
-    for p in ("fwd", "fwdbwd"):
+    for p in passes:
       worker.ask(op="time", **{"pass": p})
   for _ in range(FLAGS.reps):  # interleaved: A B C A B C ...
-    for p in ("fwd", "fwdbwd"):
+    for p in passes:
       for impl, (params, fwd, fwdbwd) in impls.items():
-        samples[impl, p].append(time_once(fwd if p == "fwd" else fwdbwd, params, x))
+        if p != "step_matmuls":
+          samples[impl, p].append(time_once(fwd if p == "fwd" else fwdbwd, params, x))
+      if p == "step_matmuls":
+        samples["scan", p].append(time_once(chain, recurrent, h0))
       samples["torch_cpu", p].append(worker.ask(op="time", **{"pass": p})["ms"])
   worker.close()
 
@@ -138,7 +157,7 @@ def main(argv):
                  "min_ms": float(np.min(ms)), "max_ms": float(np.max(ms)), "reps": len(ms)})
   medians = {(r["impl"], r["pass"]): r["median_ms"] for r in rows}
   ratios = {f"{impl}/torch_cpu {p}": medians[impl, p] / medians["torch_cpu", p]
-            for impl in impls for p in ("fwd", "fwdbwd")}
+            for impl, p in medians if impl != "torch_cpu"}
   result = {"benchmark": "rnn_cpu", "command": "python -m benchmarks.rnn_cpu " + " ".join(sys.argv[1:]),
             "device": cpu_name(), "platform": "cpu",
             "cpu_count": os.cpu_count(),

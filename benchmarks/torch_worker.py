@@ -4,7 +4,9 @@ Reads JSON commands, one per line, on stdin and answers one JSON line each:
   {"op": "setup", "batch", "time", "in_features", "hidden", "seed", "path"}
       builds nn.LSTM and its input, saves the state dict, input, output and the gradients of
       sum(y * weights) to `path` (.npz) for the correctness check -> {"ok": true, "torch": version}
-  {"op": "time", "pass": "fwd" | "fwdbwd"}  -> {"ms": one timed call}
+  {"op": "time", "pass": "fwd" | "fwdbwd" | "step_matmuls"}  -> {"ms": one timed call}
+      ("step_matmuls": the forward time loop's matmuls alone, `time` dependent h @ R_hh^T
+      through tanh, in a Python loop)
   {"op": "quit"}
 """
 import json
@@ -32,8 +34,15 @@ def main():
                weights=weights.numpy(), grad_x=x.grad.numpy(), **arrays)
       reply = {"ok": True, "torch": torch.__version__, "threads": torch.get_num_threads()}
     elif command["op"] == "time":
+      recurrent = model.weight_hh_l0.detach().T.contiguous()  # [H, 4H]
+      hidden = recurrent.shape[0]
       start = time.perf_counter()
-      if command["pass"] == "fwd":
+      if command["pass"] == "step_matmuls":
+        with torch.no_grad():
+          h = torch.zeros(x.shape[0], hidden)
+          for _ in range(x.shape[1]):
+            h = torch.tanh(h @ recurrent)[:, :hidden]
+      elif command["pass"] == "fwd":
         with torch.no_grad():
           model(x)
       else:
