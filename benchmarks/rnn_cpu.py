@@ -5,7 +5,9 @@ PyTorch's nn.LSTM (oneDNN), forward and forward+backward, interleaved in one run
 
 A third pass, `step_matmuls`, times the forward time loop's matmuls alone (`time` dependent
 h @ R, [batch, hidden] x [hidden, 4 hidden], through tanh) in XLA (a jitted fori_loop) and in
-PyTorch (torch.mm in a Python loop): how much of the layer's gap is the small matmul itself.
+PyTorch (torch.mm in a Python loop): how much of the layer's gap is the small matmul itself;
+and `step_pointwise` (this library only) the rest of the forward loop without that matmul: the
+NP LSTM's gate math on precomputed input projections, the loop and each step's stored output.
 
 PyTorch runs in its own interpreter (`--torch_python`, which must import torch; the project's
 Python 3.12 environment need not have it), driven over a pipe; it times each call itself, so the
@@ -102,6 +104,23 @@ def step_matmuls(params):
   return jax.jit(chain), params["R"], jnp.zeros((FLAGS.batch, FLAGS.hidden), jnp.float32)
 
 
+def step_pointwise():
+  """(jitted xw [T, B, 4H] -> hs [T, B, H], xw): the forward loop without its matmul (h tiled
+  to the gates' width in place of h @ R)."""
+  steps, batch, hidden = FLAGS.time, FLAGS.batch, FLAGS.hidden
+
+  def loop(xw):
+    def body(t, carry):
+      c, h, hs = carry
+      i, f, g, o = jnp.split(xw[t] + jnp.tile(h, 4), 4, axis=-1)
+      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return c, h, hs.at[t].set(h)
+    zeros = jnp.zeros((batch, hidden), jnp.float32)
+    return jax.lax.fori_loop(0, steps, body, (zeros, zeros, jnp.zeros((steps, batch, hidden))))[2]
+  return jax.jit(loop), jax.random.normal(jax.random.key(0), (steps, batch, 4 * hidden))
+
+
 def check(impls, golden):
   """Relative errors of each implementation against PyTorch: outputs and input gradients."""
   x = jnp.asarray(golden["x"])
@@ -131,22 +150,24 @@ def main(argv):
   impls = jax_implementations(golden)
   errors = check(impls, golden)
   x = jnp.asarray(golden["x"])
-  chain, recurrent, h0 = step_matmuls(impls["scan"][0])
-  passes = ("fwd", "fwdbwd", "step_matmuls")
+  parts = {"step_matmuls": step_matmuls(impls["scan"][0]), "step_pointwise": step_pointwise()}
+  passes = ("fwd", "fwdbwd", "step_matmuls", "step_pointwise")
   samples = {(impl, p): [] for impl in (*impls, "torch_cpu") for p in passes
-             if p != "step_matmuls" or impl in ("scan", "torch_cpu")}
-  jax.block_until_ready(chain(recurrent, h0))
+             if p not in parts or impl == "scan" or (impl, p) == ("torch_cpu", "step_matmuls")}
+  for fn, *args in parts.values():
+    jax.block_until_ready(fn(*args))
   for _ in range(3):  # warm-up: compilation, allocation
-    for p in passes:
+    for p in passes[:3]:
       worker.ask(op="time", **{"pass": p})
   for _ in range(FLAGS.reps):  # interleaved: A B C A B C ...
     for p in passes:
-      for impl, (params, fwd, fwdbwd) in impls.items():
-        if p != "step_matmuls":
+      if p in parts:
+        samples["scan", p].append(time_once(*parts[p]))
+      else:
+        for impl, (params, fwd, fwdbwd) in impls.items():
           samples[impl, p].append(time_once(fwd if p == "fwd" else fwdbwd, params, x))
-      if p == "step_matmuls":
-        samples["scan", p].append(time_once(chain, recurrent, h0))
-      samples["torch_cpu", p].append(worker.ask(op="time", **{"pass": p})["ms"])
+      if ("torch_cpu", p) in samples:
+        samples["torch_cpu", p].append(worker.ask(op="time", **{"pass": p})["ms"])
   worker.close()
 
   rows = []
@@ -157,7 +178,7 @@ def main(argv):
                  "min_ms": float(np.min(ms)), "max_ms": float(np.max(ms)), "reps": len(ms)})
   medians = {(r["impl"], r["pass"]): r["median_ms"] for r in rows}
   ratios = {f"{impl}/torch_cpu {p}": medians[impl, p] / medians["torch_cpu", p]
-            for impl, p in medians if impl != "torch_cpu"}
+            for impl, p in medians if impl != "torch_cpu" and ("torch_cpu", p) in medians}
   result = {"benchmark": "rnn_cpu", "command": "python -m benchmarks.rnn_cpu " + " ".join(sys.argv[1:]),
             "device": cpu_name(), "platform": "cpu",
             "cpu_count": os.cpu_count(),
@@ -169,8 +190,10 @@ def main(argv):
   out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
   lines = ["| impl | pass | median ms | min | max | / torch_cpu |", "|---|---|---|---|---|---|"]
   for r in rows:
+    ratio = ratios.get(f"{r['impl']}/torch_cpu {r['pass']}", 1.0 if r["impl"] == "torch_cpu"
+                       else None)
     lines.append(f"| {r['impl']} | {r['pass']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-                 f"{r['max_ms']:.1f} | {r['median_ms'] / medians['torch_cpu', r['pass']]:.2f} |")
+                 f"{r['max_ms']:.1f} | {'–' if ratio is None else f'{ratio:.2f}'} |")
   header = (f"LSTM layer, batch {FLAGS.batch}, time {FLAGS.time}, input {FLAGS.in_features}, "
             f"hidden {FLAGS.hidden}, float32, CPU ({result['cpu_count']} cores), jax "
             f"{jax.__version__}, torch {setup['torch']}, {result['date']}.\n\n")

@@ -62,8 +62,8 @@ BACKBONES = {
 
 
 def complete(config, head_keys: dict | None = None) -> ml_collections.ConfigDict:
-  """A copy of the model config (a ConfigDict or dict) with every key its backbone reads (and `head_keys`, a task
-  head's), the declared defaults filling what it leaves out."""
+  """A copy of the model config (a ConfigDict or dict) with every key its backbone reads (and
+  `head_keys`, a task head's), the declared defaults filling what it leaves out."""
   given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
   if given.get("backbone") not in BACKBONES:
     raise ValueError(f"model.backbone must be one of {sorted(BACKBONES)}, "

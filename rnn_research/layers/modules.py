@@ -51,8 +51,8 @@ class StackedRNN(nnx.Module):
     param_dtype: the parameters' dtype.
   """
 
-  def __init__(self, cell: CellDef, *, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
-               input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
+  def __init__(self, cell: CellDef, *, num_layers: int = 1, bidirectional: bool = False,
+               dropout: float = 0.0, input_dropout: float = 0.0, recurrent_dropout: float = 0.0,
                weight_dropout: float = 0.0, zoneout_c: float = 0.0, zoneout_h: float = 0.0,
                remat=None, grad_clip: float | None = None, time_major: bool = False,
                unroll: int = 1, backend: str = "scan", param_dtype=jnp.float32,
