@@ -117,6 +117,21 @@ def test_load_trials_reads_statuses_values_and_params(tmp_path):
   assert diverged.diverged_step == 77
 
 
+def test_an_interrupted_trial_counts_once_through_its_retry(tmp_path):
+  sweep = Sweep(tmp_path)
+  params = sample_params(sweep.rng)
+  for number in range(2):  # two interrupted trials (a killed worker), the first retried
+    sweep.study("V").add_trial(optuna.trial.create_trial(
+        params=params, distributions=DISTRIBUTIONS, state=optuna.trial.TrialState.FAIL,
+        user_attrs={"workdir": f"trials/V/{number}"}))
+  sweep.study("V").add_trial(optuna.trial.create_trial(
+      params=params, distributions=DISTRIBUTIONS, value=9.0,
+      user_attrs={"retry_of": 0, "workdir": "trials/V/0", "status": "completed",
+                  "test_nll": 9.1}, state=optuna.trial.TrialState.COMPLETE))
+  records = rec.load_trials(sweep.dir)
+  assert [(r.number, r.status) for r in records] == [(1, rec.FAILED), (2, rec.COMPLETED)]
+
+
 def test_momentum_recorded_as_one_minus_momentum(tmp_path):
   sweep = Sweep(tmp_path)
   dists = {k: v for k, v in DISTRIBUTIONS.items() if k != "momentum"}

@@ -140,8 +140,12 @@ def load_trials(sweep_dir: str, storage: str | None = None) -> list[TrialRecord]
         f"LSTM variant ({', '.join(STUDY_PREFIX + v for v in VARIANTS[:2])}, ...)")
   records = []
   for variant in variants:
-    study = optuna.load_study(study_name=STUDY_PREFIX + variant, storage=url)
-    records.extend(_record(variant, t) for t in study.get_trials(deepcopy=False))
+    trials = optuna.load_study(study_name=STUDY_PREFIX + variant,
+                               storage=url).get_trials(deepcopy=False)
+    # An interrupted trial that was retried is its retry (same params, workdir and seed,
+    # resumed from its checkpoint): counting both would count it twice, once as failed.
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    records.extend(_record(variant, t) for t in trials if t.number not in retried)
   return records
 
 
