@@ -5,7 +5,7 @@ The many-to-one, tagging and seq2seq heads all start here:
     encoder = SequenceEncoder(model_config, vocab_size, embed=True, rngs=rngs)
     ys, summary = encoder(ids, lengths)       # ids [B, T] -> ys [B, T, E], summary [B, E]
 
-Model config keys read here: backbone, hidden_size, ... (see `models.backbones`), and
+Model config keys read here: backbone, hidden_size, ... (see `rnn_research.backbones`), and
   bidirectional: a second backbone reads each sequence reversed; outputs concatenated,
   pooling: the summary is the output at each sequence's last valid step (and, when
     bidirectional, the backward backbone's output at step 0, which has read the whole
