@@ -45,6 +45,7 @@ def register(name: str, *, options: dict | None = None, model: dict | None = Non
 
 
 def registered(name: str) -> Registered:
+  """The registration of task `name`, its module imported on first use."""
   if name not in MODULES:
     raise ValueError(f"task must be one of {sorted(MODULES)}, got {name!r}")
   importlib.import_module(MODULES[name])
