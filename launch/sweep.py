@@ -3,8 +3,6 @@ sweep directory, open the variants' studies and build the data."""
 import dataclasses
 import pathlib
 
-import ml_collections
-
 from launch import study as studies
 from rnn_research import tasks
 from rnn_research.experiment import load_module
@@ -56,13 +54,11 @@ def count_done(variant_studies) -> int:
 
 
 def _complete_trial(record: dict) -> dict:
-  """A stored sweep record whose study's trial config has the keys declared since it was
-  written (tasks.complete)."""
+  """A stored sweep record with its study's trial config completed (tasks.complete_record)."""
   config = record["config"]
   if "trial" not in config:
     return record
-  trial = tasks.complete(ml_collections.ConfigDict(config["trial"])).to_dict()
-  return {**record, "config": {**config, "trial": trial}}
+  return {**record, "config": {**config, "trial": tasks.complete_record(config["trial"])}}
 
 
 def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | None,

@@ -390,11 +390,6 @@ def _save_best(checkpoints: list[Checkpoints], progress: PackProgress, best) -> 
              {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
 
 
-def _complete_record(record: dict) -> dict:
-  """A stored trial config with the keys declared since it was written (tasks.complete)."""
-  return tasks.complete(ml_collections.ConfigDict(record)).to_dict()
-
-
 def train_pack(configs, workdirs, *, overwrite: bool = False,
                task: Task | None = None) -> list[dict]:
   """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
@@ -411,7 +406,7 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   check_packable(configs)
   configs = [tasks.complete(c) for c in configs]  # config.json: every key the trial reads
-  all_files = [Workdir(w, c, overwrite, normalise=_complete_record)
+  all_files = [Workdir(w, c, overwrite, normalise=tasks.complete_record)
                for w, c in zip(workdirs, configs)]
   todo = [k for k, f in enumerate(all_files) if f.result() is None]
   if not todo:

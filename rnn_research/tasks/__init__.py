@@ -68,6 +68,12 @@ def complete(config) -> ml_collections.ConfigDict:
   return completed
 
 
+def complete_record(record: dict) -> dict:
+  """`complete` of a trial config as stored (JSON): one written before a key was declared gets
+  the key's default, so it compares equal to the same config written now."""
+  return complete(ml_collections.ConfigDict(record)).to_dict()
+
+
 def make_task(config) -> Task:
   """The Task of `config.task` built from `complete(config)`."""
   config = complete(config)
