@@ -17,7 +17,8 @@ find_python312() {
   return 1
 }
 
-if [ ! -f "$ROOT/.venv/.installed" ] || [ "$ROOT/setup.py" -nt "$ROOT/.venv/.installed" ]; then
+if [ ! -f "$ROOT/.venv/.installed" ] || [ "$ROOT/pyproject.toml" -nt "$ROOT/.venv/.installed" ] \
+    || [ "$ROOT/setup.py" -nt "$ROOT/.venv/.installed" ]; then
   PYTHON="$(find_python312)"
   echo "setting up $ROOT/.venv with $PYTHON" >&2
   "$PYTHON" -m venv "$ROOT/.venv"
