@@ -13,7 +13,6 @@ over the same inputs. The Markdown table quotes each backbone's latency as a rat
 latency at the first position (absolute CPU times vary with the machine).
 """
 import datetime
-import json
 import pathlib
 import time
 
@@ -24,7 +23,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, main_flags, write_json
 from experiments.rnn_vs_transformer import BACKBONES, tcn_blocks
 from rnn_research.backbones import complete, make_backbone
 from rnn_research.generation import decoding
@@ -115,7 +114,7 @@ def main(argv):
             "params": FLAGS.params, "rows": rows}
   out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+  write_json(out.with_suffix(".json"), result, main_flags())
   out.with_suffix(".md").write_text(markdown(result, positions))
   print(markdown(result, positions))
 

@@ -17,7 +17,6 @@ reset_after=True; in_features = hidden.
 import argparse
 import datetime
 import functools
-import json
 import os
 import pathlib
 import statistics
@@ -30,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks.common import write_json  # noqa: E402
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS  # noqa: E402
 from rnn_research.layers import recurrence, run  # noqa: E402
 from rnn_research.torch_weights import params_from_torch  # noqa: E402
@@ -256,7 +256,7 @@ def main():
             "date": datetime.date.today().isoformat(), "rows": rows}
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+  write_json(out.with_suffix(".json"), result, vars(args))
   out.with_suffix(".md").write_text(markdown(result))
   print(markdown(result))
 

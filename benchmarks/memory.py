@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, main_flags, write_json
 from rnn_research.cells import LSTMDef, PRESETS
 from rnn_research.layers import run
 
@@ -149,7 +149,7 @@ def main(argv):
       jax=jax.__version__, date=datetime.date.today().isoformat(),
       load_average_start=load_start, load_average_end=os.getloadavg()[0], rows=rows)
   out = pathlib.Path(FLAGS.out)
-  out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+  write_json(out.with_suffix(".json"), record, main_flags())
   out.with_suffix(".md").write_text(markdown(record))
   print(markdown(record))
 

@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, main_flags, write_json
 from rnn_research.cells import LSTMDef, lstm_spec
 from rnn_research.layers import run
 from rnn_research.torch_weights import params_from_torch
@@ -187,7 +187,7 @@ def main(argv):
             "ratios": ratios, "rows": rows}
   out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+  write_json(out.with_suffix(".json"), result, main_flags())
   lines = ["| impl | pass | median ms | min | max | / torch_cpu |", "|---|---|---|---|---|---|"]
   for r in rows:
     ratio = ratios.get(f"{r['impl']}/torch_cpu {r['pass']}", 1.0 if r["impl"] == "torch_cpu"

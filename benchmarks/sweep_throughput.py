@@ -39,7 +39,7 @@ import optuna
 from absl import app, flags, logging
 from flax import nnx
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, main_flags, write_json
 from experiments import odyssey
 from launch import cores
 from rnn_research import train
@@ -234,7 +234,7 @@ def write_results(rows, ratios, checks) -> None:
             "trials_per_hour_ours_over_torch": ratios, "same_model_check": checks, "rows": rows}
   out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+  write_json(out.with_suffix(".json"), result, main_flags())
   lines = ["| hidden | impl | layout (processes x threads) | seconds | trials per hour |",
            "|---|---|---|---|---|"]
   lines += [f"| {r['hidden']} | {r['impl']}{' (default)' if r.get('default_layout') else ''} | "

@@ -21,13 +21,14 @@ from ml_collections import config_flags
 
 from launch import study as studies
 from launch.sweep import count_done, default_sweep_dir, prepare
+from rnn_research import database
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "The study: experiments/<study>.py[:arg].")
 flags.DEFINE_alias("study", "config")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Default: sweeps/<study>[-<arg>].")
-_STORAGE = flags.DEFINE_string("storage", None,
-                               "Optuna database URL (default: SQLite in the sweep dir).")
+_STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: "
+                               "$RNN_RESEARCH_STORAGE, else SQLite in the sweep dir).")
 _HEARTBEAT = flags.DEFINE_integer("heartbeat", 60, "Seconds between a worker's heartbeats.",
                                   lower_bound=1)
 _INDEX = flags.DEFINE_integer("index", 0, "This worker's number: spreads workers over variants.")
@@ -49,7 +50,7 @@ def main(argv):
   config = _CONFIG.value
   config_argument = config_flags.get_config_filename(flags.FLAGS["config"])
   sweep_dir = pathlib.Path(_SWEEP_DIR.value or default_sweep_dir(config_argument))
-  url = studies.storage_url(sweep_dir, _STORAGE.value)
+  url = studies.storage_url(sweep_dir, database.given_url(_STORAGE.value))
   if jax.process_index() == 0:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with studies.claim_lock(url, sweep_dir, f"prepare {sweep_dir.absolute()}"):

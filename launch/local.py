@@ -27,7 +27,8 @@ flags.DEFINE_alias("study", "config")
 _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: one per core, "
                                 "each single-threaded; see launch/cores.py).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Default: sweeps/<study>[-<arg>].")
-_STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: SQLite in the sweep dir).")
+_STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: "
+                               "$RNN_RESEARCH_STORAGE, else SQLite in the sweep dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
 
 
@@ -67,7 +68,7 @@ def main(argv):
   if failed:
     raise SystemExit(f"workers {failed} failed; run the same command again to resume")
   from rnn_research.analysis import write_report  # pylint: disable=g-import-not-at-top
-  print(f"report: {write_report(sweep_dir, storage=_STORAGE.value)}")
+  print(f"report: {write_report(sweep_dir, storage=sweep.url)}")
 
 
 if __name__ == "__main__":

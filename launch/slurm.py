@@ -30,6 +30,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from launch.sweep import count_done, prepare
+from rnn_research import database
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "The study: experiments/<study>.py[:arg].")
@@ -45,8 +46,8 @@ _NODES = flags.DEFINE_integer("nodes_per_task", 1, "Nodes of each task: one JAX 
                               lower_bound=1)
 _TIME = flags.DEFINE_integer("time_min", 24 * 60, "Time limit of a task (it then requeues).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Default: sweeps/<study>[-<arg>].")
-_STORAGE = flags.DEFINE_string("storage", None,
-                               "Optuna database URL (default: SQLite in the sweep dir).")
+_STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: "
+                               "$RNN_RESEARCH_STORAGE, else SQLite in the sweep dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
 _HEARTBEAT = flags.DEFINE_integer("heartbeat", 60, "Seconds between a worker's heartbeats.",
                                   lower_bound=1)
@@ -78,22 +79,34 @@ class SweepTask:
   """One array task: a worker of the sweep (one JAX program over the task's nodes). submitit
   calls `checkpoint` when SLURM preempts the task or its time runs out, and requeues it."""
 
-  def __init__(self, sweep_dir: str, storage_url: str, study_file: str, config: dict,
+  def __init__(self, sweep_dir: str, storage_url: str | None, study_file: str, config: dict,
                heartbeat: int):
-    self.args = (sweep_dir, storage_url, study_file, config)
-    self.heartbeat = heartbeat
+    """`storage_url` None: the task reads $RNN_RESEARCH_STORAGE (SLURM gives each task the
+    environment it was submitted from), so that no password is pickled into the job's files."""
+    self.sweep_dir, self.storage_url = sweep_dir, storage_url
+    self.study_file, self.config, self.heartbeat = study_file, config, heartbeat
 
   def __call__(self, index: int) -> int:
     # pylint: disable=g-import-not-at-top
     from launch.worker import run_worker
     from rnn_research import parallel
     parallel.initialize()
-    return run_worker(*self.args, index=index, heartbeat=self.heartbeat)
+    url = self.storage_url or database.given_url(None)
+    if url is None:
+      raise ValueError(f"{database.ENVIRONMENT_VARIABLE} is not set in the task's environment")
+    return run_worker(self.sweep_dir, url, self.study_file, self.config, index=index,
+                      heartbeat=self.heartbeat)
 
   def checkpoint(self, index: int):
     """The same task again: its trial is retried from its checkpoint (see launch.study)."""
     import submitit  # pylint: disable=g-import-not-at-top
     return submitit.helpers.DelayedSubmission(self, index)
+
+
+def task_storage_url(flag_value: str | None, url: str) -> str | None:
+  """The database URL that a task's pickled files hold: None when the sweep's `url` comes from
+  $RNN_RESEARCH_STORAGE (`flag_value`, --storage, unset), which the task then reads."""
+  return None if flag_value is None and database.given_url(None) is not None else url
 
 
 def submit(sweep, config, array: int) -> str:
@@ -105,8 +118,8 @@ def submit(sweep, config, array: int) -> str:
       nodes=_NODES.value, ntasks_per_node=1, cpus_per_task=_CPUS.value,
       gpus_per_task=_GPUS.value or None, mem=f"{_MEM.value}G" if _MEM.value else None,
       array_parallelism=array)
-  task = SweepTask(str(sweep.dir.absolute()), sweep.url, sweep.study_file, config.to_dict(),
-                   _HEARTBEAT.value)
+  task = SweepTask(str(sweep.dir.absolute()), task_storage_url(_STORAGE.value, sweep.url),
+                   sweep.study_file, config.to_dict(), _HEARTBEAT.value)
   jobs = executor.map_array(task, list(range(array)))
   return jobs[0].job_id.split("_")[0]
 
@@ -122,7 +135,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   check_request(_PARTITION.value, _NODES.value, _GPUS.value, config)
-  if _STORAGE.value is None:
+  if database.given_url(_STORAGE.value) is None:
     print("note: the study database is SQLite in the sweep dir: every task must run on this "
           "machine; pass --storage=postgresql://... for a cluster", file=sys.stderr)
   sweep = prepare(config, config_flags.get_config_filename(flags.FLAGS["config"]),
@@ -141,7 +154,7 @@ def main(argv):
   if not _REPORT.value:
     return
   from rnn_research.analysis import write_report  # pylint: disable=g-import-not-at-top
-  print(f"report: {write_report(sweep.dir, storage=_STORAGE.value)}")
+  print(f"report: {write_report(sweep.dir, storage=sweep.url)}")
 
 
 if __name__ == "__main__":

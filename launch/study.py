@@ -25,11 +25,13 @@ import warnings
 
 import optuna
 
+from rnn_research.database import masked
 from rnn_research.filelock import file_lock
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study opened
 
 DB_FILE = "study.db"
+DEFAULT_SEED = 0  # the sampler's seed for a study config without a `seed` key
 TRIALS_DIR = "trials"
 # SQL of a named lock held by a connection: (lock, unlock) per SQLAlchemy dialect.
 DATABASE_LOCKS = {
@@ -53,7 +55,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.Base
     with _quiet():
       return optuna.storages.RDBStorage(url, **options)
   except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to a user here
-    raise ValueError(f"cannot open the study database {url!r}: {error}") from error
+    raise ValueError(f"cannot open the study database {masked(url)!r}: {error}") from error
 
 
 @contextlib.contextmanager
@@ -65,9 +67,38 @@ def _quiet():
     yield
 
 
-def open_study(storage, name: str, variant: str) -> optuna.Study:
+def sampler_seed(config) -> int:
+  """The seed of the sweep's sampler: the study config's `seed`, or DEFAULT_SEED."""
+  return config.get("seed", DEFAULT_SEED)
+
+
+def open_study(storage, name: str, variant: str, seed: int = DEFAULT_SEED) -> optuna.Study:
+  """The study of `variant` in the sweep `name`, sampling with a `TrialSeededSampler(seed)`."""
   return optuna.create_study(storage=storage, study_name=f"{name}/{variant}", direction="minimize",
-                             sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
+                             sampler=TrialSeededSampler(seed), load_if_exists=True)
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+  """Random search in which each value is drawn from its own generator, seeded by (seed, study
+  name, trial number, param name): workers that share a study sample the same trials as one
+  worker would, in whatever order they claim them, and a rerun of the sweep samples the same
+  trials again. (A RandomSampler's one generator per process cannot: its draws would depend on
+  which worker claimed which trial.)"""
+
+  def __init__(self, seed: int):
+    self.seed = seed
+
+  def infer_relative_search_space(self, study, trial):
+    return {}
+
+  def sample_relative(self, study, trial, search_space):
+    return {}
+
+  def sample_independent(self, study, trial, param_name, param_distribution):
+    key = f"{self.seed}/{study.study_name}/{trial.number}/{param_name}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
+    return optuna.samplers.RandomSampler(seed=seed).sample_independent(
+        study, trial, param_name, param_distribution)
 
 
 def is_done(trial: optuna.trial.FrozenTrial) -> bool:
@@ -119,7 +150,7 @@ def database_lock(url: str, name: str):
   engine = _engine(url)
   if engine.dialect.name not in DATABASE_LOCKS:
     raise ValueError(f"workers on several machines need PostgreSQL or MySQL (or SQLite on one "
-                     f"machine), got {engine.dialect.name} in {url!r}")
+                     f"machine), got {engine.dialect.name} in {masked(url)!r}")
   lock, unlock = DATABASE_LOCKS[engine.dialect.name]
   key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
   with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:

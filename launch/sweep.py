@@ -4,7 +4,8 @@ import dataclasses
 import pathlib
 
 from launch import study as studies
-from rnn_research import tasks
+from rnn_research import provenance, tasks
+from rnn_research.database import given_url, masked
 from rnn_research.experiment import load_module
 from rnn_research.workdir import bind_config
 
@@ -53,30 +54,36 @@ def count_done(variant_studies) -> int:
              for t in study.get_trials(deepcopy=False))
 
 
-def _complete_trial(record: dict) -> dict:
-  """A stored sweep record with its study's trial config completed (tasks.complete_record)."""
-  config = record["config"]
-  if "trial" not in config:
-    return record
-  return {**record, "config": {**config, "trial": tasks.complete_record(config["trial"])}}
+def complete_record(record: dict) -> dict:
+  """A sweep record (sweep.json) with the keys declared since it was written given their
+  defaults: the sampler's seed, and the trial config's (tasks.complete_record)."""
+  config = {**record["config"], "seed": studies.sampler_seed(record["config"])}
+  if "trial" in config:
+    config["trial"] = tasks.complete_record(config["trial"])
+  return {**record, "config": config}
 
 
 def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | None,
             overwrite: bool) -> Sweep:
   """The sweep of `config` (from `--study=<config_argument>`) in `sweep_dir` (default
-  sweeps/<study>[-<arg>]) with its studies in `storage` (default SQLite in the sweep dir).
+  sweeps/<study>[-<arg>]) with its studies in `storage` (default $RNN_RESEARCH_STORAGE, else
+  SQLite in the sweep dir).
   Bad input (an unknown variant, an unreachable database, a sweep dir of another config)
   raises a ValueError before the sweep dir is written, when it can be told before."""
   study_file = str(pathlib.Path(config_argument.partition(":")[0]).absolute())
+  storage = given_url(storage)
   module = load_module(study_file)
   check_config(config, module)
   opened = studies.open_storage(storage) if storage else None
   sweep_dir = pathlib.Path(sweep_dir or default_sweep_dir(config_argument))
-  bind_config(sweep_dir, "sweep.json", {"study": study_file, "config": config.to_dict()},
-              overwrite, kind="a sweep",
+  record = complete_record({"study": study_file, "config": config.to_dict()})
+  bind_config(sweep_dir, "sweep.json", record, overwrite, kind="a sweep",
               remedy="pass --overwrite to delete it, or choose another --sweep_dir",
-              normalise=_complete_trial)
+              normalise=complete_record)
   url = studies.storage_url(sweep_dir, storage)
+  # The launcher leaves JAX's devices to its workers: each trial's env.json names them.
+  provenance.record(sweep_dir, record, devices=False, storage=masked(url),
+                    study_git=provenance.git_state(pathlib.Path(study_file).parent))
   opened = opened or studies.open_storage(url)
   variant_studies = [studies.open_study(opened, config.name, v) for v in config.variants]
   prepare_data(config, module)

@@ -89,7 +89,8 @@ class _Claimer:
   def __init__(self, storage_url: str, storage, sweep_dir, config, module, variants):
     self.storage, self._url, self._sweep_dir = storage, storage_url, sweep_dir
     self._config, self._module = config, module
-    self._studies = {v: studies.open_study(storage, config.name, v) for v in variants}
+    self._studies = {v: studies.open_study(storage, config.name, v, studies.sampler_seed(config))
+                     for v in variants}
     self._space = module.search_space()
     if storage.get_heartbeat_interval():
       for study in self._studies.values():

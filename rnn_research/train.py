@@ -5,8 +5,9 @@ characters by default) with the Odyssey paper's optimiser (SGD with Nesterov mom
 option), Gaussian input noise in training, optional clipping by global norm, and early stopping
 on the validation NLL (the task's loss). Test metrics are the ones at the best validation epoch.
 
-The workdir holds everything: config.json, checkpoints/{latest,best} (orbax, with the data
-position), metrics.jsonl (one line per epoch) and, once finished, result.json. Running again
+The workdir holds everything: config.json, env.json (what each run of it ran with: see
+rnn_research.provenance), checkpoints/{latest,best} (orbax, with the data position),
+metrics.jsonl (one line per epoch) and, once finished, result.json. Running again
 with the same workdir resumes where it stopped; a finished workdir returns its result at once.
 A non-finite loss ends the trial as "diverged" with the step.
 """
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_research import compilation, metrics, parallel, tasks
+from rnn_research import compilation, metrics, parallel, provenance, tasks
 from rnn_research.checkpoint import Checkpoints
 from rnn_research.tasks import Task, make_task
 from rnn_research.workdir import Workdir, differing_keys
@@ -412,6 +413,9 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   if not todo:
     return [f.result() for f in all_files]
   configs, files = [configs[k] for k in todo], [all_files[k] for k in todo]
+  if jax.process_index() == 0:  # one env.json record per run, not per process
+    for c, f in zip(configs, files):
+      provenance.record(f.path, c.to_dict())
   config = configs[0]
   pack = _Pack(configs, task or make_task(config))
   loader = data.Loader(pack.task.train, config.batch_size, transform=pack.task.transform,

@@ -25,6 +25,7 @@ import numpy as np
 from rnn_research.analysis import records as rec
 from rnn_research.analysis import samples as render
 from rnn_research.analysis.tables import fmt, markdown_table
+from rnn_research.database import masked
 
 STUDY_NAME = "rnn_vs_transformer"
 SWEEP_FILE = "sweep.json"
@@ -92,7 +93,7 @@ def load_trials(sweep_dir: str, url: str) -> list[Trial]:
   prefix = STUDY_NAME + "/"
   names = sorted(n for n in optuna.get_all_study_names(url) if n.startswith(prefix))
   if not names:
-    raise rec.SweepError(f"no Optuna study named '{prefix}<variant>' in {url}")
+    raise rec.SweepError(f"no Optuna study named '{prefix}<variant>' in {masked(url)}")
   trials = []
   for name in names:
     variant = name[len(prefix):]
@@ -414,7 +415,7 @@ def write_report(sweep_dir: str, storage: str | None = None, *,
   benchmarks = [b for b in _benchmarks(trials) if any(t.benchmark == b for t in best.values())]
   counts = {s: sum(t.status == s for t in trials) for s in rec.STATUSES}
   lines = ["# Recurrent networks vs Transformers vs convolutions vs a sliding-window MLP", "",
-           f"- Sweep: `{sweep_dir}` (storage `{url}`)",
+           f"- Sweep: `{sweep_dir}` (storage `{masked(url)}`)",
            f"- Trials: {len(trials)} in {len({t.variant for t in trials})} variant studies: "
            + ", ".join(f"{n} {s}" for s, n in counts.items()), "",
            "## Headline: each backbone's best trial", "",

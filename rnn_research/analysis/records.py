@@ -9,6 +9,8 @@ import json
 import math
 import os
 
+from rnn_research.database import masked
+
 VARIANTS = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")  # the paper's order
 BASELINE_VARIANT = "V"
 STUDY_PREFIX = "odyssey/"
@@ -136,8 +138,8 @@ def load_trials(sweep_dir: str, storage: str | None = None) -> list[TrialRecord]
   variants = study_variants(url)
   if not variants:
     raise SweepError(
-        f"no Optuna study named '{STUDY_PREFIX}<variant>' in {url}: the launcher creates one per "
-        f"LSTM variant ({', '.join(STUDY_PREFIX + v for v in VARIANTS[:2])}, ...)")
+        f"no Optuna study named '{STUDY_PREFIX}<variant>' in {masked(url)}: the launcher "
+        f"creates one per LSTM variant ({', '.join(STUDY_PREFIX + v for v in VARIANTS[:2])}, ...)")
   records = []
   for variant in variants:
     trials = optuna.load_study(study_name=STUDY_PREFIX + variant,

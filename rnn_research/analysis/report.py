@@ -24,6 +24,7 @@ from rnn_research.analysis import paper
 from rnn_research.analysis import records as rec
 from rnn_research.analysis import stats
 from rnn_research.analysis import tables
+from rnn_research.database import given_url, masked
 
 REPORT_DIR = "report"
 MIN_MARGINAL_TRIALS = 5
@@ -46,7 +47,7 @@ def _overview(sweep_dir, url, records, summaries, baseline, notes) -> list[str]:
   data = sorted({r.data for r in records if r.data})
   missing = [v for v in rec.VARIANTS if v not in {s.variant for s in summaries}]
   lines = [f"# LSTM: A Search Space Odyssey — {', '.join(data) or 'sweep'} report", "",
-           f"- Sweep: `{sweep_dir}` (storage `{url}`)",
+           f"- Sweep: `{sweep_dir}` (storage `{masked(url)}`)",
            f"- Trials: {len(records)} in {len(summaries)} variant studies: "
            + ", ".join(f"{n} {s}" for s, n in counts.items()),
            f"- Per-key frequency baseline, test NLL: {tables.fmt(baseline)} nats per frame"]
@@ -216,7 +217,7 @@ def main(argv) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   try:
-    print(write_report(flags.FLAGS.sweep_dir, flags.FLAGS.storage))
+    print(write_report(flags.FLAGS.sweep_dir, given_url(flags.FLAGS.storage)))
   except rec.SweepError as e:
     sys.exit(f"error: {e}")
 
@@ -226,5 +227,6 @@ if __name__ == "__main__":
 
   flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds study.db and trial workdirs).",
                       required=True)
-  flags.DEFINE_string("storage", None, "Optuna storage URL; default sqlite:///SWEEP_DIR/study.db.")
+  flags.DEFINE_string("storage", None, "Optuna storage URL; default $RNN_RESEARCH_STORAGE, "
+                      "else sqlite:///SWEEP_DIR/study.db.")
   app.run(main)
