@@ -1,5 +1,6 @@
 """A trial's workdir: config.json (checked against the config that runs in it), metrics.jsonl
-(one line per epoch) and result.json (once finished); checkpoints live beside them."""
+(one line per epoch) and result.json (once finished); checkpoints, and env.json (what each run
+ran with, see rnn_research.provenance), live beside them."""
 import json
 import os
 import pathlib

@@ -39,6 +39,14 @@ def test_env_json_holds_one_record_per_run(tmp_path, monkeypatch):
                               "--workers=2"]
 
 
+def test_a_benchmark_result_holds_its_environment(tmp_path):
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  common.write_json(tmp_path / "result.json", {"rows": [{"ms": 1.5}]}, {"batch": 2})
+  result = json.loads((tmp_path / "result.json").read_text())
+  assert result["rows"] == [{"ms": 1.5}] and result["env"]["config"] == {"batch": 2}
+  assert result["env"]["packages"]["jax"] == importlib.metadata.version("jax")
+
+
 def test_git_state_is_none_outside_a_work_tree_or_without_git(tmp_path, monkeypatch):
   assert provenance.git_state(tmp_path) is None
   state = provenance.git_state(ROOT / "rnn_research")
