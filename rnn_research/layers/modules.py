@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells import CellDef, ElmanDef, GRUDef, LSTMDef, lstm_def
+from rnn_research.cells import DEFAULT_VARIANT, CellDef, ElmanDef, GRUDef, LSTMDef, lstm_def
 from rnn_research.cells import modules as cells
 from rnn_research.layers import regularization, sequence
 from rnn_research.layers.options import check_grad_clip, check_remat
@@ -143,10 +143,15 @@ class LSTM(StackedRNN):
   """A stack of LSTM layers. variant: a preset of `cells.lstm.PRESETS` ("NP" = PyTorch's LSTM,
   "V" = the Odyssey vanilla LSTM with peepholes, ...), a layer-normalised preset "LN-NP",
   "LN-V", ... or an LSTMSpec. The other keyword arguments are LSTMDef's fields (proj_size > 0
-  is LSTMP; forget_bias, cell_clip, num_heads) or StackedRNN's."""
+  is LSTMP; forget_bias, cell_clip, num_heads) or StackedRNN's.
 
-  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, variant="NP",
-               rngs: nnx.Rngs, **options):
+  The default variant is "NP" (`cells.lstm.DEFAULT_VARIANT`, as `cells.LSTMCell`'s), the
+  peephole-free LSTM of PyTorch, Keras and Flax, so a model written for them means the same
+  here and `load_torch_state_dict` loads nn.LSTM weights into it; the Odyssey study names its
+  variants ("V" for the vanilla LSTM with peepholes)."""
+
+  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *,
+               variant=DEFAULT_VARIANT, rngs: nnx.Rngs, **options):
     fields, options = split_fields(LSTMDef, options)
     super().__init__(lstm_def(in_features, hidden_size, variant, **fields),
                      num_layers=num_layers, rngs=rngs, **options)
