@@ -19,6 +19,7 @@ _EXPORTS = {
     **{name: "rnn_research.cells" for name in (
         "LSTMCell", "GRUCell", "ElmanCell", "MGUCell", "MUTCell", "CellModule", "LSTMDef",
         "GRUDef", "ElmanDef", "MGUDef", "MUTDef", "LSTMSpec", "PRESETS")},
+    "summary": "rnn_research.summaries",
 }
 __all__ = ["__version__", *_EXPORTS]
 
