@@ -107,7 +107,8 @@ def test_load_params_checks_shapes():
     (lambda: LSTM(5, 6, num_layers=0, rngs=nnx.Rngs(0)), "num_layers"),
     (lambda: LSTM(5, 6, proj_size=6, rngs=nnx.Rngs(0)), "proj_size"),
     (lambda: LSTM(5, 6, variant="vanilla", rngs=nnx.Rngs(0)), "variant must be one of"),
-    (lambda: GRU(5, 6, backend="cudnn", rngs=nnx.Rngs(0)), "backend must be one of"),
+    (lambda: GRU(5, 6, backend="triton", rngs=nnx.Rngs(0)), "backend must be one of"),
+    (lambda: GRU(5, 6, backend="cudnn", rngs=nnx.Rngs(0)), "backend='cudnn' runs cuDNN's LSTM"),
 ])
 def test_bad_module_arguments(make, message):
   with pytest.raises(ValueError, match=message):

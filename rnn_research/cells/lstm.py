@@ -107,8 +107,10 @@ def lstm_spec(variant: "str | LSTMSpec") -> LSTMSpec:
 def lstm_def(in_features: int, hidden_size: int, variant: "str | LSTMSpec" = DEFAULT_VARIANT,
              **fields) -> "LSTMDef":
   """The LSTMDef of a preset of PRESETS or LAYER_NORM_PRESETS (default DEFAULT_VARIANT, "NP"),
-  or of a spec; `fields` are LSTMDef's others (proj_size, forget_bias, cell_clip, num_heads)."""
+  or of a spec; `fields` are LSTMDef's others (proj_size, forget_bias, cell_clip, num_heads,
+  layer_norm: True normalises any variant, as its "LN-" preset does)."""
   spec, layer_norm = lstm_variant(variant)
+  layer_norm = fields.pop("layer_norm", False) or layer_norm
   return LSTMDef(in_features, hidden_size, spec, layer_norm=layer_norm, **fields)
 
 

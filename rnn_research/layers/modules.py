@@ -46,8 +46,10 @@ class StackedRNN(nnx.Module):
     grad_clip: clip the carry's cotangent passed back each step to [-grad_clip, grad_clip].
     time_major: inputs and outputs are [T, B, ...] instead of [B, T, ...].
     unroll: time steps per scan iteration.
-    backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU) or "auto" (the kernels
-      on GPU/TPU where they support the cell, else the scan).
+    backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU), "auto" (the kernels
+      on GPU/TPU where they support the cell, else the scan) or "cudnn" (cuDNN's LSTM through
+      jax.experimental.rnn on NVIDIA GPUs: the NP LSTM in float32, without recurrent dropout,
+      zoneout or grad_clip; `layers.cudnn`).
     param_dtype: the parameters' dtype.
   """
 
@@ -65,6 +67,11 @@ class StackedRNN(nnx.Module):
     check_remat(remat)
     check_grad_clip(grad_clip)
     sequence.check_backend(backend)
+    if backend == "cudnn":  # what cuDNN cannot run is refused here, before any call
+      from rnn_research.layers import cudnn
+      cudnn.check_cell(cell)
+      cudnn.check_options(resets=False, recurrent_dropout=recurrent_dropout > 0,
+                          zoneout=zoneout_c > 0 or zoneout_h > 0, grad_clip=grad_clip is not None)
     self.num_layers, self.bidirectional = num_layers, bidirectional
     self.time_major, self.unroll, self.backend = time_major, unroll, backend
     self.remat, self.grad_clip = remat, grad_clip
