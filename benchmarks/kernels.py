@@ -1,6 +1,7 @@
 """LSTM and GRU layers on one GPU: the Pallas whole-sequence kernel, the Pallas step kernel in a
-scan, this library's scan path, Flax's nnx.RNN, and PyTorch's cuDNN nn.LSTM/nn.GRU, forward and
-forward+backward, interleaved in one process.
+scan, this library's scan path, Flax's nnx.RNN, PyTorch's cuDNN nn.LSTM/nn.GRU, and cuDNN's LSTM
+from JAX (jax_cudnn: backend="cudnn", jax.experimental.rnn; the LSTM in float32 only, its
+error recorded otherwise), forward and forward+backward, interleaved in one process.
 
     python -m benchmarks.kernels       # writes benchmarks/results/kernels.{json,md}
     python -m benchmarks.kernels --batch=16 --hidden=256 --time=100 --reps=10   # a quick look
@@ -34,7 +35,7 @@ from rnn_research.cells import GRUDef, LSTMDef, PRESETS  # noqa: E402
 from rnn_research.layers import recurrence, run  # noqa: E402
 from rnn_research.torch_weights import params_from_torch  # noqa: E402
 
-IMPLS = ("pallas_seq", "pallas_step", "scan", "flax", "cudnn")
+IMPLS = ("pallas_seq", "pallas_step", "scan", "flax", "cudnn", "jax_cudnn")
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, NVIDIA's figure
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 
@@ -119,10 +120,11 @@ def jax_fns(impl, cell, kind, params, dtype, state_dict=None):
       return nnx.merge(graph, p, rest)(xs, initial_carry=(h, h) if kind == "lstm" else h)
   else:
     options = {"pallas_seq": dict(impl="sequence"), "pallas_step": dict(impl="step")}.get(impl)
+    backend = "cudnn" if impl == "jax_cudnn" else "scan"
 
     def layer(p, xs):
       if options is None:
-        return run(cell, p, xs, backend="scan")[0]
+        return run(cell, p, xs, backend=backend)[0]
       xp = cell.input_projection(p, jnp.swapaxes(xs, 0, 1))
       carry0 = cell.initial_carry((xs.shape[0],), xs.dtype)
       return jnp.swapaxes(recurrence(cell, p, xp, carry0, backend="pallas", **options)[1], 0, 1)

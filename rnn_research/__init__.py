@@ -2,6 +2,7 @@
 
     import rnn_research as rr
     model = rr.LSTM(88, 128, num_layers=2, variant="V", rngs=nnx.Rngs(0))
+    print(rr.summary(model, xs))      # parameters by submodule, output shapes
 
 The names below are imported on first use, so that `import rnn_research.<module>` stays as light
 as that module.
@@ -19,6 +20,7 @@ _EXPORTS = {
     **{name: "rnn_research.cells" for name in (
         "LSTMCell", "GRUCell", "ElmanCell", "MGUCell", "MUTCell", "CellModule", "LSTMDef",
         "GRUDef", "ElmanDef", "MGUDef", "MUTDef", "LSTMSpec", "PRESETS")},
+    "summary": "rnn_research.summaries",
 }
 __all__ = ["__version__", *_EXPORTS]
 

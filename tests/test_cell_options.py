@@ -10,7 +10,7 @@ from flax import nnx
 import reference
 from cases import blocks, gru_weights, random_params, rel_err
 from rnn_research.cells import (ElmanDef, GRUCell, GRUDef, LSTMCell, LSTMDef, PRESETS, lstm,
-                                lstm_variant)
+                                lstm_def, lstm_variant)
 from rnn_research.layers import run
 from rnn_research.torch_weights import params_from_torch
 
@@ -178,6 +178,8 @@ def test_layer_norm_presets():
                                                                           PRESETS["V"])
   with pytest.raises(ValueError, match="variant must be one of"):
     lstm_variant("LN-FGR")
+  # the layer_norm field, as the layers take it, is the same as the "LN-" preset
+  assert lstm_def(D, H, "V", layer_norm=True) == lstm_def(D, H, "LN-V") != lstm_def(D, H, "V")
 
 
 @pytest.mark.parametrize("make, message", [

@@ -153,7 +153,7 @@ def test_mixed_precision_inputs_promote(rng):
     (dict(lengths=np.array([0, 3])), r"lengths must lie in \[1, time=4\]"),
     (dict(lengths=np.array([5, 3])), r"lengths must lie in \[1, time=4\]"),
     (dict(lengths=np.array([1.0, 3.0])), "lengths must be integers"),
-    (dict(backend="cudnn"), "backend must be one of"),
+    (dict(backend="cuda"), "backend must be one of"),
     (dict(initial_carry=np.zeros((2, H))), "initial_carry must have the structure"),
     (dict(xs=np.zeros((2, 4, D), np.int32)), "floating point"),
 ])

@@ -7,8 +7,10 @@ import pytest
 from flax import nnx
 
 from cases import rel_err
-from rnn_research.cells import GRUCell, LSTMCell, MGUCell, MUTCell, ElmanCell
-from rnn_research.layers import GRU, LSTM, SimpleRNN, run, run_bidirectional
+from rnn_research.cells import (PRESETS, ElmanCell, GRUCell, LSTMCell, LSTMDef, MGUCell, MUTCell,
+                                lstm_def)
+from rnn_research.layers import (GRU, LSTM, SimpleRNN, load_torch_state_dict, run,
+                                 run_bidirectional)
 
 CELLS = {
     "lstm-V": lambda r: LSTMCell(5, 6, variant="V", rngs=r),
@@ -105,7 +107,8 @@ def test_load_params_checks_shapes():
     (lambda: LSTM(5, 6, num_layers=0, rngs=nnx.Rngs(0)), "num_layers"),
     (lambda: LSTM(5, 6, proj_size=6, rngs=nnx.Rngs(0)), "proj_size"),
     (lambda: LSTM(5, 6, variant="vanilla", rngs=nnx.Rngs(0)), "variant must be one of"),
-    (lambda: GRU(5, 6, backend="cudnn", rngs=nnx.Rngs(0)), "backend must be one of"),
+    (lambda: GRU(5, 6, backend="triton", rngs=nnx.Rngs(0)), "backend must be one of"),
+    (lambda: GRU(5, 6, backend="cudnn", rngs=nnx.Rngs(0)), "backend='cudnn' runs cuDNN's LSTM"),
 ])
 def test_bad_module_arguments(make, message):
   with pytest.raises(ValueError, match=message):
@@ -116,3 +119,17 @@ def test_wrong_number_of_initial_carries():
   model = LSTM(5, 6, num_layers=2, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="one carry per layer"):
     model(jnp.zeros((1, 3, 5)), initial_carry=(None,))
+
+
+def test_lstm_cell_and_layer_share_one_default_variant(rng):
+  """NP, PyTorch's LSTM: the cell, the layer and the definition agree, and a PyTorch nn.LSTM
+  state dict loads into a layer built without naming a variant."""
+  cell, layer = LSTMCell(5, 6, rngs=nnx.Rngs(0)), LSTM(5, 6, rngs=nnx.Rngs(0))
+  assert cell.definition == layer.layers[0][0].definition == LSTMDef(5, 6) == lstm_def(5, 6)
+  assert cell.definition.spec == PRESETS["NP"] and "p_i" not in cell.params
+  shapes = {"weight_ih_l0": (24, 5), "weight_hh_l0": (24, 6), "bias_ih_l0": (24,),
+            "bias_hh_l0": (24,)}
+  state_dict = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+  load_torch_state_dict(layer, state_dict)
+  np.testing.assert_allclose(layer.layers[0][0].params["R"][:, :6],  # the z (PyTorch's g) rows
+                             state_dict["weight_hh_l0"][12:18].T)

@@ -20,7 +20,8 @@ Storage (gates fused in the order z, i, f, o, absent gates left out, so one matm
     R_gates [S·N, S·N] (FGR; S = number of sigmoid gates), P [N, P] (LSTMP).
 `to_paper`/`from_paper` convert to and from the paper's names (W_z [N, D], R_z [N, Ny], ...).
 
-Options of LSTMDef (all off by default, which is the model above exactly):
+Options of LSTMDef (all off by default, which is the spec's model above exactly; the spec
+itself defaults to DEFAULT_VARIANT, "NP"):
   cell_clip: c is clipped to [−cell_clip, cell_clip] right after it is computed, before the
     output gate's peephole and the output activation read it.
   layer_norm (Ba et al. 2016; the presets "LN-<variant>", e.g. "LN-NP", "LN-V"): each gate's
@@ -89,6 +90,11 @@ PRESETS: dict[str, LSTMSpec] = {
     "classic": LSTMSpec(peepholes=False),
 }
 
+# The variant of an LSTM built without one (LSTMDef, lstm_def, LSTMCell, layers.LSTM): "NP", the
+# LSTM of PyTorch, Keras, Flax and cuDNN, so that a model written for them means the same here
+# and their weights import (`load_torch_state_dict`); the Odyssey study names its variants.
+DEFAULT_VARIANT = "NP"
+
 # Layer-normalised presets: "LN-<name>" is PRESETS[name] with layer_norm=True (FGR excepted).
 LAYER_NORM_PRESETS: dict[str, str] = {f"LN-{name}": name for name in PRESETS if name != "FGR"}
 
@@ -98,11 +104,13 @@ def lstm_spec(variant: "str | LSTMSpec") -> LSTMSpec:
   return lstm_variant(variant)[0]
 
 
-def lstm_def(in_features: int, hidden_size: int, variant: "str | LSTMSpec" = "V",
+def lstm_def(in_features: int, hidden_size: int, variant: "str | LSTMSpec" = DEFAULT_VARIANT,
              **fields) -> "LSTMDef":
-  """The LSTMDef of a preset of PRESETS or LAYER_NORM_PRESETS, or of a spec; `fields` are
-  LSTMDef's others (proj_size, forget_bias, cell_clip, num_heads)."""
+  """The LSTMDef of a preset of PRESETS or LAYER_NORM_PRESETS (default DEFAULT_VARIANT, "NP"),
+  or of a spec; `fields` are LSTMDef's others (proj_size, forget_bias, cell_clip, num_heads,
+  layer_norm: True normalises any variant, as its "LN-" preset does)."""
   spec, layer_norm = lstm_variant(variant)
+  layer_norm = fields.pop("layer_norm", False) or layer_norm
   return LSTMDef(in_features, hidden_size, spec, layer_norm=layer_norm, **fields)
 
 
@@ -127,10 +135,11 @@ class LSTMCarry(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class LSTMDef(base.CellDef):
-  """An LSTM of the Odyssey family. `forget_bias` initialises b_f (for CIFG, b_i to −forget_bias,
-  which starts f = 1 − i at the same value). cell_clip, layer_norm, num_heads: see the module
-  docstring."""
-  spec: LSTMSpec = LSTMSpec()
+  """An LSTM of the Odyssey family; `spec` defaults to DEFAULT_VARIANT's ("NP": no peepholes,
+  the LSTM of PyTorch, Keras, Flax and cuDNN). `forget_bias` initialises b_f (for CIFG, b_i to
+  −forget_bias, which starts f = 1 − i at the same value). cell_clip, layer_norm, num_heads: see
+  the module docstring."""
+  spec: LSTMSpec = PRESETS[DEFAULT_VARIANT]
   proj_size: int = 0
   forget_bias: float = 1.0
   cell_clip: float | None = None

@@ -9,7 +9,7 @@ from flax import nnx
 from rnn_research.cells import base
 from rnn_research.cells.elman import ElmanDef
 from rnn_research.cells.gru import GRUDef
-from rnn_research.cells.lstm import lstm_def
+from rnn_research.cells.lstm import DEFAULT_VARIANT, lstm_def
 from rnn_research.cells.mgu import MGUDef
 from rnn_research.cells.mut import MUTDef
 
@@ -49,10 +49,14 @@ class CellModule(nnx.RNNCellBase):
 class LSTMCell(CellModule):
   """An LSTM of the Odyssey family; `variant` is a preset name of `lstm.PRESETS`, a layer-normalised
   preset of `lstm.LAYER_NORM_PRESETS` ("LN-NP", "LN-V", ...) or an LSTMSpec; the other keyword
-  arguments are `lstm.LSTMDef`'s fields (proj_size, forget_bias, cell_clip, num_heads)."""
+  arguments are `lstm.LSTMDef`'s fields (proj_size, forget_bias, cell_clip, num_heads).
 
-  def __init__(self, in_features: int, hidden_size: int, *, variant="V", param_dtype=jnp.float32,
-               rngs: nnx.Rngs, **fields):
+  The default variant is "NP" (`lstm.DEFAULT_VARIANT`, as `layers.LSTM`'s), the peephole-free
+  LSTM of PyTorch, Keras and Flax, so a model written for them means the same here and their
+  weights import as they are; the Odyssey vanilla LSTM with peepholes is variant="V"."""
+
+  def __init__(self, in_features: int, hidden_size: int, *, variant=DEFAULT_VARIANT,
+               param_dtype=jnp.float32, rngs: nnx.Rngs, **fields):
     super().__init__(lstm_def(in_features, hidden_size, variant, **fields),
                      param_dtype=param_dtype, rngs=rngs)
 

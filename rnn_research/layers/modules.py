@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnn_research.cells import CellDef, ElmanDef, GRUDef, LSTMDef, lstm_def
+from rnn_research.cells import DEFAULT_VARIANT, CellDef, ElmanDef, GRUDef, LSTMDef, lstm_def
 from rnn_research.cells import modules as cells
 from rnn_research.layers import regularization, sequence
 from rnn_research.layers.options import check_grad_clip, check_remat
@@ -46,8 +46,10 @@ class StackedRNN(nnx.Module):
     grad_clip: clip the carry's cotangent passed back each step to [-grad_clip, grad_clip].
     time_major: inputs and outputs are [T, B, ...] instead of [B, T, ...].
     unroll: time steps per scan iteration.
-    backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU) or "auto" (the kernels
-      on GPU/TPU where they support the cell, else the scan).
+    backend: "scan", "pallas" (the Pallas kernels; interpreted on a CPU), "auto" (the kernels
+      on GPU/TPU where they support the cell, else the scan) or "cudnn" (cuDNN's LSTM through
+      jax.experimental.rnn on NVIDIA GPUs: the NP LSTM in float32, without recurrent dropout,
+      zoneout or grad_clip; `layers.cudnn`).
     param_dtype: the parameters' dtype.
   """
 
@@ -65,6 +67,11 @@ class StackedRNN(nnx.Module):
     check_remat(remat)
     check_grad_clip(grad_clip)
     sequence.check_backend(backend)
+    if backend == "cudnn":  # what cuDNN cannot run is refused here, before any call
+      from rnn_research.layers import cudnn
+      cudnn.check_cell(cell)
+      cudnn.check_options(resets=False, recurrent_dropout=recurrent_dropout > 0,
+                          zoneout=zoneout_c > 0 or zoneout_h > 0, grad_clip=grad_clip is not None)
     self.num_layers, self.bidirectional = num_layers, bidirectional
     self.time_major, self.unroll, self.backend = time_major, unroll, backend
     self.remat, self.grad_clip = remat, grad_clip
@@ -143,10 +150,15 @@ class LSTM(StackedRNN):
   """A stack of LSTM layers. variant: a preset of `cells.lstm.PRESETS` ("NP" = PyTorch's LSTM,
   "V" = the Odyssey vanilla LSTM with peepholes, ...), a layer-normalised preset "LN-NP",
   "LN-V", ... or an LSTMSpec. The other keyword arguments are LSTMDef's fields (proj_size > 0
-  is LSTMP; forget_bias, cell_clip, num_heads) or StackedRNN's."""
+  is LSTMP; forget_bias, cell_clip, num_heads) or StackedRNN's.
 
-  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, variant="NP",
-               rngs: nnx.Rngs, **options):
+  The default variant is "NP" (`cells.lstm.DEFAULT_VARIANT`, as `cells.LSTMCell`'s), the
+  peephole-free LSTM of PyTorch, Keras and Flax, so a model written for them means the same
+  here and `load_torch_state_dict` loads nn.LSTM weights into it; the Odyssey study names its
+  variants ("V" for the vanilla LSTM with peepholes)."""
+
+  def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *,
+               variant=DEFAULT_VARIANT, rngs: nnx.Rngs, **options):
     fields, options = split_fields(LSTMDef, options)
     super().__init__(lstm_def(in_features, hidden_size, variant, **fields),
                      num_layers=num_layers, rngs=rngs, **options)

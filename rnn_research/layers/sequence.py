@@ -14,7 +14,7 @@ from rnn_research.cells.base import CellDef
 from rnn_research.layers import options
 from rnn_research.layers.scan import scan
 
-BACKENDS = ("scan", "pallas", "auto")
+BACKENDS = ("scan", "pallas", "auto", "cudnn")
 
 
 def check_backend(backend: str) -> None:
@@ -34,7 +34,8 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
     lengths: optional int [B]; steps t >= lengths[b] leave sequence b's carry unchanged and
       output zeros.
     unroll: steps per loop iteration of the scan (the kernels loop inside).
-    backend: "scan", "pallas" or "auto" (see `resolve_backend`).
+    backend: "scan", "pallas" or "auto" (see `resolve_backend`); "cudnn" runs whole sequences
+      only (`run`).
     resets: optional bool [T, B]; where set, the carry entering step t is carry0 (packed
       sequences, episode boundaries). Ignored past a sequence's length.
     h_mask: optional float [B, output_size]: h ⊙ h_mask is what the recurrent weights multiply
@@ -65,8 +66,13 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
 
 def resolve_backend(backend: str, cell: CellDef) -> str:
   """"scan" or "pallas" for `backend`: "pallas" runs the kernels (interpreted on a CPU), "auto"
-  runs them on GPU/TPU where they support the cell and the scan elsewhere."""
+  runs them on GPU/TPU where they support the cell and the scan elsewhere. "cudnn" projects
+  the inputs itself, so it has no recurrence over input projections: ValueError."""
   check_backend(backend)
+  if backend == "cudnn":
+    raise ValueError("backend='cudnn' runs whole sequences (run, run_bidirectional, the "
+                     "layers), since cuDNN projects the inputs itself; recurrence takes input "
+                     "projections: use backend='scan', 'pallas' or 'auto' here")
   if backend == "auto":
     from kernels import rnn  # Pallas is imported only when a kernel backend is asked for
     return "pallas" if rnn.supports(cell) else "scan"
@@ -173,7 +179,9 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     reverse: run from each sequence's last valid step back to its first; outputs stay aligned
       with the inputs.
     unroll: time steps per scan iteration.
-    backend: "scan", "pallas" or "auto" (see `resolve_backend`).
+    backend: "scan", "pallas" or "auto" (see `resolve_backend`), or "cudnn": cuDNN's LSTM on
+      NVIDIA GPUs, for the NP LSTM in float32 without resets, h_mask, zoneout or grad_clip
+      (`layers.cudnn`).
     resets: optional bool [B, T] ([T, B] if time_major): the carry entering a marked step is
       initial_carry again, so packed sequences run as if each segment ran alone. With reverse,
       each segment runs backwards from its own last step.
@@ -203,8 +211,12 @@ def run(cell: CellDef, params, xs, *, initial_carry=None, lengths=None, reverse:
     xs = reverse_sequences(xs, lengths)
     if checked.resets is not None:
       checked = dataclasses.replace(checked, resets=reverse_resets(checked.resets, lengths))
-  xp = cell.input_projection(params, xs)
-  final, ys = _recurrence(backend, cell, params, xp, initial_carry, lengths, unroll, checked)
+  if backend == "cudnn":
+    from rnn_research.layers import cudnn  # jax.experimental.rnn only when asked for
+    final, ys = cudnn.lstm(cell, params, xs, initial_carry, lengths, checked)
+  else:
+    xp = cell.input_projection(params, xs)
+    final, ys = _recurrence(backend, cell, params, xp, initial_carry, lengths, unroll, checked)
   if reverse:
     ys = reverse_sequences(ys, lengths)
   return (ys if time_major else jnp.swapaxes(ys, 0, 1)), final
