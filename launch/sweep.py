@@ -12,6 +12,8 @@ from rnn_research.workdir import bind_config, check_binding
 
 
 SWEEP_FILE = "sweep.json"
+# The keys of every study config that the launchers read.
+STUDY_KEYS = ("name", "variants", "trials_per_variant", "pack_size", "max_retries", "trial")
 
 
 @dataclasses.dataclass
@@ -41,12 +43,16 @@ def default_sweep_dir(config_argument: str) -> str:
 
 
 def check_config(config, module) -> None:
-  """Refuses, naming the key and what it takes, a config whose trials could not run: an unknown
-  variant (LSTM presets unless the study module has its own `check_variant(name)`), an empty
+  """Refuses, naming the key and what it takes, a config whose trials could not run: a missing
+  key of STUDY_KEYS, an unknown variant (LSTM presets unless the study module has its own `check_variant(name)`), an empty
   search space, a count out of range, and a trial config whose task, data, data file,
   backbone (`tasks.check`) or optimizer is wrong."""
   from rnn_research import train  # pylint: disable=g-import-not-at-top
   from rnn_research.cells import lstm_spec  # pylint: disable=g-import-not-at-top
+  missing = [key for key in STUDY_KEYS if key not in config]
+  if missing:
+    raise ValueError(f"the study config lacks {missing}: a study's get_config() returns the keys "
+                     f"{list(STUDY_KEYS)} (see experiments/odyssey.py)")
   for variant in config.variants:
     getattr(module, "check_variant", lstm_spec)(variant)
   if not module.search_space():

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from experiments import odyssey
@@ -111,3 +112,12 @@ def test_sweep_dir_written_before_a_key_was_declared_resumes(fake_chorales, tmp_
   config.trials_per_variant = 5
   with pytest.raises(ValueError, match=r"keys \['config.trials_per_variant'\] differ"):
     sweep.check(config, str(ROOT / "experiments/odyssey.py:smoke"), str(tmp_path), None, False)
+
+
+def test_a_study_config_without_a_launcher_key_is_named(fake_chorales, tmp_path):
+  config = smoke_config(fake_chorales).to_dict()
+  del config["max_retries"]
+  with pytest.raises(ValueError, match=r"the study config lacks \['max_retries'\]"):
+    sweep.check(ml_collections.ConfigDict(config), "experiments/odyssey.py:smoke",
+                str(tmp_path / "sweep"), None, False)
+  assert not list(tmp_path.iterdir())

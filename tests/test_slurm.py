@@ -173,11 +173,11 @@ def test_heartbeats_retry_only_the_trials_of_dead_workers(tmp_path):
   the quota holds."""
   from launch import study as studies  # pylint: disable=g-import-not-at-top
   url = f"sqlite:///{tmp_path / 'study.db'}"
-  storage = studies.open_storage(url, heartbeat=1, max_retries=1)
+  storage = studies.open_storage(url, heartbeat=1, max_retries=3)
   study = studies.open_study(storage, "test", "V")
   space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
   lock = lambda: studies.claim_lock(url, tmp_path, study.study_name)
-  claim = lambda: studies.claim_trials(study, 3, space, lock(), max_retries=1)
+  claim = lambda: studies.claim_trials(study, 3, space, lock(), max_retries=3)
   orphan = studies.open_study(studies.open_storage(url), "test", "V").ask(space)  # no heartbeats
   orphan.set_user_attr("workdir", "trials/V/0000")
   orphan.set_user_attr("seed", 7)
