@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       trials_per_variant=200,
       pack_size=1,  # > 1: this many trials of a variant share a hidden size and train as one program
       seed=0,  # the sampler's: a rerun of the sweep samples the same trials (launch/study.py)
+      max_retries=3,  # retries of a trial that raised or was interrupted (launch/study.py)
       trial=train.default_config(),
   ))
   config.trial.update(data="jsb_standard", data_path=str(STANDARD_JSB),

@@ -97,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       trials_per_variant=8,
       pack_size=1,  # > 1: this many trials of a variant share dropout and train as one program
       seed=0,  # the sampler's: a rerun of the sweep samples the same trials (launch/study.py)
+      max_retries=3,  # retries of a trial that raised or was interrupted (launch/study.py)
       jsb_data="music21",  # or "standard", with data_path
       # The training budget of each benchmark, the same for every backbone and size. The folk
       # tunes are ~100x JSB's characters: fewer passes.

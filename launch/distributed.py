@@ -14,14 +14,12 @@ data) while the others wait; the workers send heartbeats and retry the trials of
 from their checkpoints (see launch/study.py). Starting more workers later adds them to the
 sweep; `python -m rnn_research.analysis.report --sweep_dir=... --storage=...` writes the report.
 """
-import pathlib
-
 from absl import app, flags
 from ml_collections import config_flags
 
+from launch import cli
 from launch import study as studies
-from launch.sweep import count_done, default_sweep_dir, prepare
-from rnn_research import database
+from launch.sweep import check, count_done, prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "The study: experiments/<study>.py[:arg].")
@@ -49,20 +47,22 @@ def main(argv):
   # pylint: enable=g-import-not-at-top
   config = _CONFIG.value
   config_argument = config_flags.get_config_filename(flags.FLAGS["config"])
-  sweep_dir = pathlib.Path(_SWEEP_DIR.value or default_sweep_dir(config_argument))
-  url = studies.storage_url(sweep_dir, database.given_url(_STORAGE.value))
+  plan_sweep = lambda: check(config, config_argument, _SWEEP_DIR.value, _STORAGE.value,
+                             overwrite=False)
+  with cli.bad_input():
+    plan = plan_sweep()
+  sweep_dir, url = plan.dir, plan.url
   if jax.process_index() == 0:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with studies.claim_lock(url, sweep_dir, f"prepare {sweep_dir.absolute()}"):
-      sweep = prepare(config, config_argument, str(sweep_dir), _STORAGE.value, overwrite=False)
+    with studies.claim_lock(url, sweep_dir, f"prepare {sweep_dir.absolute()}"), cli.bad_input():
+      sweep = prepare(plan_sweep())  # checked again: another host may have prepared it meanwhile
   parallel.broadcast_json(None)  # the other processes wait for process 0 to prepare
-  study_file = str(pathlib.Path(config_argument.partition(":")[0]).absolute())
-  trained = run_worker(str(sweep_dir), url, study_file, config.to_dict(), _INDEX.value,
+  trained = run_worker(str(sweep_dir), url, plan.study_file, config.to_dict(), _INDEX.value,
                        _HEARTBEAT.value)
   if jax.process_index() == 0:
-    print(f"worker {_INDEX.value}: trained {trained} trials; {count_done(sweep.studies)} done "
-          f"in {sweep_dir}")
+    print(f"worker {_INDEX.value}: trained {trained} trials; "
+          f"{count_done(sweep.studies, config.max_retries)} done in {sweep_dir}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -8,7 +8,12 @@ at the end the report is written.
 The sweep directory (default sweeps/<study file>[-<arg>]) holds sweep.json (the study config),
 study.db and trials/. Running the same command again after a kill resumes: interrupted trials
 restart from their checkpoints and finished ones are kept. A different config in an existing
-sweep directory is refused (naming the differing keys) unless --overwrite.
+sweep directory is refused (naming the differing keys) unless --overwrite. Bad input (a study
+file, config key, variant, data set or data file that does not exist, an unreachable database)
+is refused in one line before anything is written; --dry_run checks, prints the plan and an
+estimate of the run time (measured: one epoch of one pack), and writes nothing in the sweep
+dir. A trial that raises is recorded as failed with its error, and retried up to the config's
+max_retries times; a sweep in which no trial completes ends with an error and no report.
 """
 import multiprocessing
 import sys
@@ -17,9 +22,10 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch import cores
+from launch import cli, cores, estimate
 from launch import study as studies
-from launch.sweep import count_done, prepare
+from launch.sweep import (check, count_done, describe_outcomes, describe_plan, outcomes, prepare,
+                          prepare_data)
 from launch.worker import run_worker
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The study: experiments/<study>.py[:arg].")
@@ -30,19 +36,32 @@ _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Default: sweeps/<study>[-<a
 _STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: "
                                "$RNN_RESEARCH_STORAGE, else SQLite in the sweep dir).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check, print the plan and a run-time estimate "
+                             "(measured: one epoch of one pack); write nothing in the sweep dir.")
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
-  sweep = prepare(config, config_flags.get_config_filename(flags.FLAGS["config"]),
-                  _SWEEP_DIR.value, _STORAGE.value, _OVERWRITE.value)
+  num_workers = _WORKERS.value or cores.default_workers()
+  with cli.bad_input():
+    plan = check(config, config_flags.get_config_filename(flags.FLAGS["config"]),
+                 _SWEEP_DIR.value, _STORAGE.value, _OVERWRITE.value)
+  if _DRY_RUN.value:
+    print(describe_plan(plan, num_workers), flush=True)
+    with cli.bad_input():
+      prepare_data(config, plan.module)  # in the data dir, where the sweep would build it
+    print(estimate.describe(estimate.measure(plan.study_file, config, num_workers), config,
+                            num_workers))
+    return
+  with cli.bad_input():
+    sweep = prepare(plan)
   sweep_dir, variant_studies = sweep.dir, sweep.studies
-  requeued = sum(studies.requeue_interrupted(study) for study in variant_studies)
+  requeued = sum(studies.requeue_interrupted(study, config.max_retries)
+                 for study in variant_studies)
   if requeued:
     logging.info("resuming %d interrupted trials from their checkpoints", requeued)
   total = len(config.variants) * config.trials_per_variant
-  num_workers = _WORKERS.value or cores.default_workers()
   environment = cores.worker_environment(num_workers, str(sweep_dir.absolute() / "jax_cache"))
   logging.info("%d worker processes on %d cores%s; XLA_FLAGS=%r, compilation cache %s",
                num_workers, len(cores.available_cores()),
@@ -60,16 +79,18 @@ def main(argv):
   with tqdm(total=total, desc=f"sweep {sweep_dir}", disable=not sys.stderr.isatty()) as bar:
     while any(w.is_alive() for w in workers):
       time.sleep(2)
-      done = count_done(variant_studies)
+      done = count_done(variant_studies, config.max_retries)
       bar.update(done - bar.n)
   failed = [i for i, w in enumerate(workers) if w.exitcode != 0]
-  done = count_done(variant_studies)
-  print(f"{done}/{total} trials done in {sweep_dir}")
+  counts = outcomes(variant_studies, config.max_retries)
+  print(describe_outcomes(counts, total, sweep_dir))
   if failed:
     raise SystemExit(f"workers {failed} failed; run the same command again to resume")
+  if not counts["completed"]:
+    raise SystemExit("error: no trial completed, so there is no report; the errors are above")
   from rnn_research.analysis import write_report  # pylint: disable=g-import-not-at-top
   print(f"report: {write_report(sweep_dir, storage=sweep.url)}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

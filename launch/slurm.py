@@ -19,7 +19,9 @@ With --wait the command stays until the array has left the queue, then writes th
 without, it prints the job id, and `python -m rnn_research.analysis.report --sweep_dir=...
 --storage=...` writes the report once the trials are done. Task logs: <sweep_dir>/slurm/.
 Bad input (no reachable scheduler or database, an unknown partition, a batch the devices of a
-task cannot split) stops the command before anything is submitted.
+task cannot split, and what launch.local refuses) stops the command in one line before anything
+is written or submitted; --dry_run checks and prints the plan (for a run-time estimate, run
+launch.local --dry_run on a machine like the tasks').
 """
 import shutil
 import subprocess
@@ -29,7 +31,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from launch.sweep import count_done, prepare
+from launch import cli
+from launch.sweep import check, describe_outcomes, describe_plan, outcomes, prepare
 from rnn_research import database
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
@@ -53,6 +56,8 @@ _HEARTBEAT = flags.DEFINE_integer("heartbeat", 60, "Seconds between a worker's h
                                   lower_bound=1)
 _WAIT = flags.DEFINE_bool("wait", False, "Wait for the array to end, then write the report.")
 _REPORT = flags.DEFINE_bool("report", True, "With --wait: write the report at the end.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check and print the plan; submit and write "
+                             "nothing.")
 
 
 def partitions() -> list[str]:
@@ -134,12 +139,18 @@ def wait(job_id: str, poll_s: float = 2.0) -> None:
 def main(argv):
   del argv
   config = _CONFIG.value
-  check_request(_PARTITION.value, _NODES.value, _GPUS.value, config)
+  with cli.bad_input():
+    check_request(_PARTITION.value, _NODES.value, _GPUS.value, config)
+    plan = check(config, config_flags.get_config_filename(flags.FLAGS["config"]),
+                 _SWEEP_DIR.value, _STORAGE.value, _OVERWRITE.value)
   if database.given_url(_STORAGE.value) is None:
     print("note: the study database is SQLite in the sweep dir: every task must run on this "
           "machine; pass --storage=postgresql://... for a cluster", file=sys.stderr)
-  sweep = prepare(config, config_flags.get_config_filename(flags.FLAGS["config"]),
-                  _SWEEP_DIR.value, _STORAGE.value, _OVERWRITE.value)
+  if _DRY_RUN.value:
+    print(describe_plan(plan, _ARRAY.value))
+    return
+  with cli.bad_input():
+    sweep = prepare(plan)
   job_id = submit(sweep, config, _ARRAY.value)
   print(f"submitted job array {job_id} ({_ARRAY.value} tasks); logs in {sweep.dir / 'slurm'}",
         flush=True)
@@ -147,10 +158,12 @@ def main(argv):
     return
   wait(job_id)
   total = len(config.variants) * config.trials_per_variant
-  done = count_done(sweep.studies)
-  print(f"{done}/{total} trials done in {sweep.dir}")
-  if done < total:
+  counts = outcomes(sweep.studies, config.max_retries)
+  print(describe_outcomes(counts, total, sweep.dir))
+  if sum(counts.values()) < total:
     raise SystemExit("some trials are not done; run the same command again to resume them")
+  if not counts["completed"]:
+    raise SystemExit("error: no trial completed, so there is no report; the errors are above")
   if not _REPORT.value:
     return
   from rnn_research.analysis import write_report  # pylint: disable=g-import-not-at-top
@@ -158,4 +171,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -5,11 +5,18 @@ Trial records (what the report reads, see rnn_research/analysis):
   completed: state COMPLETE, value = best validation NLL, user_attrs status="completed",
              test_nll, valid_nll, best_epoch, num_params, baseline_nll, variant, data, workdir
   diverged:  state FAIL, user_attrs status="diverged", diverged_step (and the rest but NLLs)
-  interrupted (a worker was killed): state FAIL without status, and an enqueued retry with the
-             same params and workdir, which resumes from the trial's checkpoint. A launcher
-             retries the RUNNING trials it finds at start (`requeue_interrupted`); workers that
-             share a study with live workers (SLURM, several hosts) send heartbeats instead,
-             and retry the trials whose heartbeat stopped (`open_storage(url, heartbeat=...)`).
+  failed:    state FAIL, user_attrs status="failed", error ("<type>: <message>"), traceback
+             (the last TRACEBACK_CHARS; the whole one in the workdir's error.txt): the trial
+             raised, and its worker went on with the next trial
+  interrupted (a worker was killed): state FAIL without status.
+A failed or interrupted trial is retried: enqueued again with the same params, workdir and
+seed, it resumes from the trial's checkpoint; the retry's user_attrs hold retry_of (the trial
+it repeats) and retries (how many times the original trial has been retried). At most
+`max_retries` times (the study config's key): after that the trial is failed for good, so a
+trial that always raises, or kills its worker, cannot occupy the workers forever. A launcher
+retries the RUNNING trials it finds at start (`requeue_interrupted`); workers that share a
+study with live workers (SLURM, several hosts) send heartbeats instead, and retry the trials
+whose heartbeat stopped (`open_storage(url, heartbeat=...)`).
 
 Workers claim a study's trials one worker at a time (`claim_lock`): a lock held by the database
 (PostgreSQL advisory lock, MySQL GET_LOCK), released by the server when its holder dies, so
@@ -33,6 +40,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study ope
 DB_FILE = "study.db"
 DEFAULT_SEED = 0  # the sampler's seed for a study config without a `seed` key
 TRIALS_DIR = "trials"
+ERROR_FILE = "error.txt"  # in a failed trial's workdir: its traceback
+# The end of a traceback kept on the trial: a MySQL TEXT column holds 64 KiB.
+TRACEBACK_CHARS = 8000
 # SQL of a named lock held by a connection: (lock, unlock) per SQLAlchemy dialect.
 DATABASE_LOCKS = {
     "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
@@ -44,18 +54,32 @@ def storage_url(sweep_dir, storage: str | None = None) -> str:
   return storage or f"sqlite:///{pathlib.Path(sweep_dir).absolute() / DB_FILE}"
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat: int | None = None,
+                 max_retries: int = 0) -> optuna.storages.BaseStorage:
   """The storage at `url`, or a ValueError that names it when it cannot be reached. With a
   `heartbeat` (seconds), a RUNNING trial whose heartbeat is older than 3 heartbeats is stale:
-  `claim_trials` fails it and enqueues its retry."""
+  `claim_trials` fails it and retries it unless it has had `max_retries` retries."""
   options = {} if heartbeat is None else dict(
       heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-      heartbeat_stale_trial_callback=_enqueue_retry)
+      heartbeat_stale_trial_callback=functools.partial(_enqueue_retry, max_retries=max_retries))
   try:
     with _quiet():
       return optuna.storages.RDBStorage(url, **options)
   except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to a user here
     raise ValueError(f"cannot open the study database {masked(url)!r}: {error}") from error
+
+
+def check_storage(url: str) -> None:
+  """A ValueError naming `url` when its database cannot be reached. Writes nothing: creates no
+  tables, and opens no SQLite file (connecting would create it)."""
+  if url.startswith("sqlite"):
+    return
+  try:
+    with _engine(url).connect():
+      pass
+  except Exception as error:  # SQLAlchemy raises many kinds; all mean the same to a user here
+    raise ValueError(f"cannot open the study database {masked(url)!r}: "
+                     f"{str(error).strip().splitlines()[0]}") from error
 
 
 @contextlib.contextmanager
@@ -101,27 +125,48 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         study, trial, param_name, param_distribution)
 
 
-def is_done(trial: optuna.trial.FrozenTrial) -> bool:
-  """Finished for good: completed, or failed as diverged (an interrupted trial is retried)."""
+def is_done(trial: optuna.trial.FrozenTrial, max_retries: int) -> bool:
+  """Finished for good: completed, failed as diverged, or failed (raised, interrupted) with
+  its `max_retries` retries spent."""
   state = optuna.trial.TrialState
-  return trial.state == state.COMPLETE or (trial.state == state.FAIL and
-                                           trial.user_attrs.get("status") == "diverged")
+  if trial.state == state.COMPLETE:
+    return True
+  return trial.state == state.FAIL and (trial.user_attrs.get("status") == "diverged"
+                                        or trial.user_attrs.get("retries", 0) >= max_retries)
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
+def outcome(trial: optuna.trial.FrozenTrial) -> str:
+  """How a finished trial ended: "completed", "diverged", or "failed: <its error>" ("failed:
+  interrupted" when its worker was killed)."""
+  if trial.state == optuna.trial.TrialState.COMPLETE:
+    return "completed"
+  if trial.user_attrs.get("status") == "diverged":
+    return "diverged"
+  return f"failed: {trial.user_attrs.get('error', 'interrupted').splitlines()[0]}"
+
+
+def requeue_interrupted(study: optuna.Study, max_retries: int) -> int:
   """Fails every RUNNING trial (its worker is gone: call this before starting workers) and
-  enqueues it again with the same params and workdir. Returns how many."""
+  retries it unless it has had `max_retries` retries. Returns how many were failed."""
   running = running_trials(study)
   for trial in running:
     study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    _enqueue_retry(study, trial)
+    _enqueue_retry(study, trial, max_retries)
   return len(running)
 
 
-def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-  """Enqueues `trial` (failed, interrupted) again with its params, workdir and seed."""
+def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retries: int) -> None:
+  """Enqueues `trial` (failed, interrupted) again with its params, workdir and seed, unless it
+  has had `max_retries` retries. (Optuna's RetryHeartbeatStaleTrialCallback would copy every
+  user attr, the failed attempt's error and retry_of among them.)"""
+  retries = trial.user_attrs.get("retries", 0)
+  if retries >= max_retries:
+    print(f"{study.study_name} trial {trial.number} failed for good after {retries} retries "
+          f"(max_retries={max_retries})", file=sys.stderr, flush=True)
+    return
   attrs = {key: trial.user_attrs[key] for key in ("workdir", "seed") if key in trial.user_attrs}
-  study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+  study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number,
+                                                "retries": retries + 1})
 
 
 def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -170,17 +215,19 @@ def claim_lock(url: str, sweep_dir, name: str):
 
 
 def claim_trials(study: optuna.Study, target: int, distributions, lock, size: int = 1,
-                 shared: tuple[str, ...] = ()) -> list[optuna.Trial]:
+                 shared: tuple[str, ...] = (), *, max_retries: int) -> list[optuna.Trial]:
   """Up to `size` trials to train together (an enqueued retry first), fewer when the study is
   near `target` trials done or taken, none when it has them all. Trials after the first are
   sampled with the first one's values of the `shared` params (e.g. the hidden size of a pack).
   Holds `lock` (see `claim_lock`) throughout; first retries the stale trials of dead workers,
-  and starts the heartbeats of the claimed trials when the storage has heartbeats."""
+  and starts the heartbeats of the claimed trials when the storage has heartbeats. A trial
+  failed with its `max_retries` retries spent counts as done."""
   with lock, _quiet():
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
-    taken = sum(is_done(t) or t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    taken = sum(is_done(t, max_retries) or t.state == optuna.trial.TrialState.RUNNING
+                for t in trials)
     if not waiting and taken >= target:
       return []
     claimed = [study.ask(distributions)]
@@ -236,3 +283,20 @@ def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) 
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
   else:
     study.tell(trial, result["valid_nll"])
+
+
+def record_error(trial: optuna.Trial, study: optuna.Study, error: str, traceback: str,
+                 max_retries: int) -> None:
+  """Fails a trial that raised `error` ("<type>: <message>", with its `traceback`), recording
+  both, and retries it unless it has had `max_retries` retries (see `record` for a trial
+  failed meanwhile as stale)."""
+  try:
+    for key, value in {"status": "failed", "error": error,
+                       "traceback": traceback[-TRACEBACK_CHARS:]}.items():
+      trial.set_user_attr(key, value)
+  except optuna.exceptions.UpdateFinishedTrialError:
+    print(f"trial {trial.number} was retried elsewhere (its heartbeat stopped); its error is not "
+          "recorded", flush=True)
+    return
+  frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+  _enqueue_retry(study, frozen, max_retries)

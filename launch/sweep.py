@@ -1,5 +1,7 @@
-"""What every launcher does before its workers start: check the study, bind its config to the
-sweep directory, open the variants' studies and build the data."""
+"""What every launcher does before its workers start: check the study and the command's input
+without writing anything (`check`), then build the data, bind the config to the sweep
+directory and open the variants' studies (`prepare`)."""
+import collections
 import dataclasses
 import pathlib
 
@@ -7,7 +9,23 @@ from launch import study as studies
 from rnn_research import provenance, tasks
 from rnn_research.database import given_url, masked
 from rnn_research.experiment import load_module
-from rnn_research.workdir import bind_config
+from rnn_research.workdir import bind_config, check_binding
+
+
+SWEEP_FILE = "sweep.json"
+# The keys of every study config that the launchers read.
+STUDY_KEYS = ("name", "variants", "trials_per_variant", "pack_size", "max_retries", "trial")
+
+
+@dataclasses.dataclass
+class Plan:
+  """A sweep checked and not yet made (`check`)."""
+  config: object           # the study config (ConfigDict)
+  study_file: str          # absolute path of the experiment file
+  module: object           # the experiment file as a module
+  dir: pathlib.Path
+  url: str                 # the study database
+  replace: bool            # the sweep dir holds another config, which --overwrite deletes
 
 
 @dataclasses.dataclass
@@ -26,15 +44,25 @@ def default_sweep_dir(config_argument: str) -> str:
 
 
 def check_config(config, module) -> None:
-  """Refuses an unknown variant or an empty search space before any trial starts. Variants are
-  LSTM presets unless the study module has its own `check_variant(name)`."""
+  """Refuses, naming the key and what it takes, a config whose trials could not run: a missing
+  key of STUDY_KEYS, an unknown variant (LSTM presets unless the study module has its own `check_variant(name)`), an empty
+  search space, a count out of range, and a trial config whose task, data, data file,
+  backbone (`tasks.check`) or optimizer is wrong."""
+  from rnn_research import train  # pylint: disable=g-import-not-at-top
   from rnn_research.cells import lstm_spec  # pylint: disable=g-import-not-at-top
+  missing = [key for key in STUDY_KEYS if key not in config]
+  if missing:
+    raise ValueError(f"the study config lacks {missing}: a study's get_config() returns the keys "
+                     f"{list(STUDY_KEYS)} (see experiments/odyssey.py)")
   for variant in config.variants:
     getattr(module, "check_variant", lstm_spec)(variant)
   if not module.search_space():
     raise ValueError("the study's search_space() is empty: nothing to sample")
-  if config.trials_per_variant < 1:
-    raise ValueError(f"trials_per_variant must be >= 1, got {config.trials_per_variant}")
+  for key, low in (("trials_per_variant", 1), ("pack_size", 1), ("max_retries", 0)):
+    if not isinstance(config[key], int) or config[key] < low:
+      raise ValueError(f"{key} must be an int >= {low}, got {config[key]!r}")
+  tasks.check(config.trial)
+  train.make_optimizer(config.trial)
 
 
 def prepare_data(config, module) -> None:
@@ -49,42 +77,94 @@ def prepare_data(config, module) -> None:
                path=config.trial.data_path or None)
 
 
-def count_done(variant_studies) -> int:
-  return sum(studies.is_done(t) for study in variant_studies
+def count_done(variant_studies, max_retries: int) -> int:
+  return sum(studies.is_done(t, max_retries) for study in variant_studies
              for t in study.get_trials(deepcopy=False))
 
 
-def complete_record(record: dict) -> dict:
-  """A sweep record (sweep.json) with the keys declared since it was written given their
-  defaults: the sampler's seed, and the trial config's (tasks.complete_record)."""
-  config = {**record["config"], "seed": studies.sampler_seed(record["config"])}
-  if "trial" in config:
-    config["trial"] = tasks.complete_record(config["trial"])
-  return {**record, "config": config}
+def outcomes(variant_studies, max_retries: int) -> collections.Counter:
+  """The sweep's trials finished for good, counted by how they ended (`studies.outcome`)."""
+  return collections.Counter(studies.outcome(t) for study in variant_studies
+                             for t in study.get_trials(deepcopy=False)
+                             if studies.is_done(t, max_retries))
 
 
-def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | None,
-            overwrite: bool) -> Sweep:
+def describe_outcomes(counts: collections.Counter, total: int, sweep_dir) -> str:
+  """`outcomes` as lines for the user: how many trials ended each way, failures by error."""
+  failed = {what: n for what, n in counts.items() if what not in ("completed", "diverged")}
+  lines = [f"{sum(counts.values())}/{total} trials done in {sweep_dir}: {counts['completed']} "
+           f"completed, {counts['diverged']} diverged, {sum(failed.values())} failed"]
+  lines += [f"  {n} {what}" for what, n in sorted(failed.items(), key=lambda item: -item[1])]
+  if failed:
+    lines.append(f"  tracebacks: {sweep_dir}/{studies.TRIALS_DIR}/<variant>/<trial>/"
+                 f"{studies.ERROR_FILE}")
+  return "\n".join(lines)
+
+
+def _binding(config) -> dict:
+  """How `bind_config` compares a sweep dir's stored config with `config`, and names a sweep dir
+  of another config. The stored one is completed first: its trial config by
+  tasks.complete_record, and the study config's keys declared since it was written (absent
+  from it, e.g. max_retries) by their values in `config`."""
+  def normalise(record: dict) -> dict:
+    stored = {**config.to_dict(), **record["config"]}
+    if "trial" in stored:
+      stored["trial"] = tasks.complete_record(stored["trial"])
+    return {**record, "config": stored}
+
+  return dict(kind="a sweep", normalise=normalise,
+              remedy="pass --overwrite to delete it, or choose another --sweep_dir")
+
+
+def check(config, config_argument: str, sweep_dir: str | None, storage: str | None,
+          overwrite: bool) -> Plan:
   """The sweep of `config` (from `--study=<config_argument>`) in `sweep_dir` (default
   sweeps/<study>[-<arg>]) with its studies in `storage` (default $RNN_RESEARCH_STORAGE, else
-  SQLite in the sweep dir).
-  Bad input (an unknown variant, an unreachable database, a sweep dir of another config)
-  raises a ValueError before the sweep dir is written, when it can be told before."""
+  SQLite in the sweep dir), checked without writing anything: bad input (see `check_config`,
+  an unreachable database, a sweep dir of another config without `overwrite`) raises a
+  ValueError that names it."""
   study_file = str(pathlib.Path(config_argument.partition(":")[0]).absolute())
   storage = given_url(storage)
   module = load_module(study_file)
   check_config(config, module)
-  opened = studies.open_storage(storage) if storage else None
+  if storage:
+    studies.check_storage(storage)
   sweep_dir = pathlib.Path(sweep_dir or default_sweep_dir(config_argument))
-  record = complete_record({"study": study_file, "config": config.to_dict()})
-  bind_config(sweep_dir, "sweep.json", record, overwrite, kind="a sweep",
-              remedy="pass --overwrite to delete it, or choose another --sweep_dir",
-              normalise=complete_record)
-  url = studies.storage_url(sweep_dir, storage)
+  replace = check_binding(sweep_dir, SWEEP_FILE, {"study": study_file, "config": config.to_dict()},
+                          overwrite, **_binding(config))
+  return Plan(config, study_file, module, sweep_dir, studies.storage_url(sweep_dir, storage),
+              replace)
+
+
+def prepare(plan: Plan) -> Sweep:
+  """The sweep that `check` planned, made: its data built (before the sweep dir is written, so
+  a data file that cannot be read leaves nothing behind), its config bound to the sweep dir and
+  its studies opened."""
+  prepare_data(plan.config, plan.module)
+  record = {"study": plan.study_file, "config": plan.config.to_dict()}
+  bind_config(plan.dir, SWEEP_FILE, record, plan.replace, **_binding(plan.config))
   # The launcher leaves JAX's devices to its workers: each trial's env.json names them.
-  provenance.record(sweep_dir, record, devices=False, storage=masked(url),
-                    study_git=provenance.git_state(pathlib.Path(study_file).parent))
-  opened = opened or studies.open_storage(url)
-  variant_studies = [studies.open_study(opened, config.name, v) for v in config.variants]
-  prepare_data(config, module)
-  return Sweep(sweep_dir, study_file, module, url, opened, variant_studies)
+  provenance.record(plan.dir, record, devices=False, storage=masked(plan.url),
+                    study_git=provenance.git_state(pathlib.Path(plan.study_file).parent))
+  opened = studies.open_storage(plan.url)
+  variant_studies = [studies.open_study(opened, plan.config.name, v)
+                     for v in plan.config.variants]
+  return Sweep(plan.dir, plan.study_file, plan.module, plan.url, opened, variant_studies)
+
+
+def describe_plan(plan: Plan, workers: int) -> str:
+  """What a sweep of `plan` would do, for --dry_run."""
+  config = plan.config
+  variants = list(config.variants)
+  state = ("holds another config: deleted (--overwrite)" if plan.replace else
+           "exists: the sweep resumes" if (plan.dir / SWEEP_FILE).exists() else "new")
+  return "\n".join([
+      f"study:     {plan.study_file}",
+      f"sweep dir: {plan.dir} ({state})",
+      f"database:  {masked(plan.url)}",
+      f"studies:   {', '.join(f'{config.name}/{v}' for v in variants)}",
+      f"trials:    {len(variants)} variants x {config.trials_per_variant} = "
+      f"{len(variants) * config.trials_per_variant}, trained in packs of {config.pack_size}; a "
+      f"trial that fails is retried at most {config.max_retries} times",
+      f"workers:   {workers}",
+      f"config:\n{config}"])

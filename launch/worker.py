@@ -4,16 +4,25 @@ training each in its own workdir (`trials/<variant>/<number>`) under the sweep d
 
 The processes of one JAX program (`rnn_research.parallel.initialize`: hosts of a TPU slice, or
 the tasks of a multi-node SLURM job) are one worker: process 0 claims and records the trials,
-every process trains them (data parallel over all their devices)."""
+every process trains them (data parallel over all their devices).
+
+A pack that raises (in its trial config or in training) fails its trials, each recording the
+error on the trial and the traceback in its workdir's error.txt, and the worker goes on; the
+study retries each up to `config.max_retries` times (launch/study.py)."""
 import contextlib
+import datetime
 import pathlib
+import socket
+import sys
 import time
+import traceback
 
 import ml_collections
 from absl import logging
 
 from launch import study as studies
 from rnn_research.experiment import load_module
+from rnn_research.workdir import write_at_once
 
 
 def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
@@ -36,7 +45,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
   sweep_dir = pathlib.Path(sweep_dir)
   claimer = None
   if jax.process_index() == 0:
-    storage = studies.open_storage(storage_url, heartbeat)
+    storage = studies.open_storage(storage_url, heartbeat, config.max_retries)
     variants = list(config.variants)
     variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
     claimer = _Claimer(storage_url, storage, sweep_dir, config, module, variants)
@@ -48,18 +57,41 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       return trained
     variant = pack["variant"]
     workdirs = [sweep_dir / t["workdir"] for t in pack["trials"]]
-    configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
-               for t in pack["trials"]]
     for t in pack["trials"]:
       print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
-    with claim.heartbeats() if claim else contextlib.nullcontext():
-      results = train_pack(configs, workdirs)
+    try:
+      configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
+                 for t in pack["trials"]]
+      with claim.heartbeats() if claim else contextlib.nullcontext():
+        results = train_pack(configs, workdirs)
+    except Exception as error:  # pylint: disable=broad-except  (a trial's, not the sweep's)
+      if claimer:
+        _record_error(claim, workdirs, error, config.max_retries, index)
+      continue
     if claimer:
       for trial, workdir, trial_config, result in zip(claim.trials, workdirs, configs, results):
         studies.record(trial, claim.study, result, {
             "variant": variant, "workdir": str(workdir.relative_to(sweep_dir)),
             "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]})
     trained += len(workdirs)
+
+
+def _record_error(claim, workdirs, error: Exception, max_retries: int, index: int) -> None:
+  """Fails the claimed trials that raised `error`: the error on each trial (see
+  launch/study.record_error), its traceback appended to each workdir's error.txt."""
+  text = "".join(traceback.format_exception(error))
+  summary = "".join(traceback.format_exception_only(error)).strip()
+  numbers = [trial.number for trial in claim.trials]
+  print(f"worker {index}: {claim.variant} trials {numbers} failed:\n{text}", file=sys.stderr,
+        flush=True)
+  for trial, workdir in zip(claim.trials, workdirs):
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / studies.ERROR_FILE
+    header = (f"{claim.study.study_name} trial {trial.number} (retries "
+              f"{trial.user_attrs.get('retries', 0)}) on {socket.gethostname()} at "
+              f"{datetime.datetime.now().isoformat(timespec='seconds')}:\n")
+    write_at_once(log, (log.read_text() if log.exists() else "") + header + text)
+    studies.record_error(trial, claim.study, summary, text, max_retries)
 
 
 class _Claim:
@@ -105,7 +137,8 @@ class _Claimer:
         trials = studies.claim_trials(
             study, self._config.trials_per_variant, self._space,
             studies.claim_lock(self._url, self._sweep_dir, study.study_name),
-            self._config.pack_size, self._module.PACK_SHARED_PARAMS)
+            self._config.pack_size, self._module.PACK_SHARED_PARAMS,
+            max_retries=self._config.max_retries)
         if trials:
           return _Claim(self.storage, variant, study, trials)
       interval = self.storage.get_heartbeat_interval()

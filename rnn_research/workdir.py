@@ -9,25 +9,39 @@ import socket
 from typing import Callable
 
 
+def check_binding(directory, filename: str, record: dict, overwrite: bool, *, kind: str,
+                  remedy: str, normalise: Callable[[dict], dict] = lambda r: r) -> bool:
+  """Whether `directory` must be deleted before `record` is bound to it (`bind_config`): it
+  holds another config's `kind` and `overwrite` is set; without `overwrite`, a ValueError
+  that names the differing keys and the `remedy`. Writes nothing."""
+  path = pathlib.Path(directory) / filename
+  if not path.exists():
+    return False
+  stored = _as_stored(normalise(json.loads(path.read_text())))
+  if stored == _as_stored(record):
+    return False
+  if not overwrite:
+    raise ValueError(f"{directory} holds {kind} of a different config (keys "
+                     f"{differing_keys(stored, _as_stored(record))} differ); {remedy}")
+  return True
+
+
 def bind_config(directory, filename: str, record: dict, overwrite: bool, *, kind: str,
                 remedy: str, normalise: Callable[[dict], dict] = lambda r: r) -> None:
   """Writes `record` (JSON) to directory/filename, the config a directory belongs to. A
   directory that holds another config's `kind` is refused, naming the differing keys, or with
   `overwrite` deleted first. `normalise` brings a stored record to the form of `record` first
   (the defaults declared since it was written filled in)."""
-  as_stored = lambda r: json.loads(json.dumps(r))  # tuples become lists
   directory = pathlib.Path(directory)
-  path = directory / filename
-  record = as_stored(record)
-  if path.exists():
-    stored = as_stored(normalise(json.loads(path.read_text())))
-    if stored != record:
-      if not overwrite:
-        raise ValueError(f"{directory} holds {kind} of a different config (keys "
-                         f"{differing_keys(stored, record)} differ); {remedy}")
-      shutil.rmtree(directory)
+  if check_binding(directory, filename, record, overwrite, kind=kind, remedy=remedy,
+                   normalise=normalise):
+    shutil.rmtree(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  write_at_once(path, json.dumps(record, indent=1, sort_keys=True))
+  write_at_once(directory / filename, json.dumps(_as_stored(record), indent=1, sort_keys=True))
+
+
+def _as_stored(record: dict) -> dict:
+  return json.loads(json.dumps(record))  # tuples become lists
 
 
 def write_at_once(path: pathlib.Path, text: str) -> None:

@@ -173,23 +173,24 @@ def test_heartbeats_retry_only_the_trials_of_dead_workers(tmp_path):
   the quota holds."""
   from launch import study as studies  # pylint: disable=g-import-not-at-top
   url = f"sqlite:///{tmp_path / 'study.db'}"
-  storage = studies.open_storage(url, heartbeat=1)
+  storage = studies.open_storage(url, heartbeat=1, max_retries=3)
   study = studies.open_study(storage, "test", "V")
   space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
   lock = lambda: studies.claim_lock(url, tmp_path, study.study_name)
+  claim = lambda: studies.claim_trials(study, 3, space, lock(), max_retries=3)
   orphan = studies.open_study(studies.open_storage(url), "test", "V").ask(space)  # no heartbeats
   orphan.set_user_attr("workdir", "trials/V/0000")
   orphan.set_user_attr("seed", 7)
   studies.adopt_running(storage, study)
-  live = studies.claim_trials(study, 3, space, lock())
+  live = claim()
   with studies.heartbeats(storage, live):
     time.sleep(4.5)
-    retry = studies.claim_trials(study, 3, space, lock())
+    retry = claim()
     assert len(retry) == 1 and retry[0].params == orphan.params
     assert retry[0].user_attrs == {"workdir": "trials/V/0000", "seed": 7,
-                                   "retry_of": orphan.number}
-    assert len(studies.claim_trials(study, 3, space, lock())) == 1  # the third trial
-    assert not studies.claim_trials(study, 3, space, lock())
+                                   "retry_of": orphan.number, "retries": 1}
+    assert len(claim()) == 1  # the third trial
+    assert not claim()
   states = {t.number: t.state for t in study.get_trials()}
   state = optuna.trial.TrialState
   assert states[orphan.number] == state.FAIL and states[live[0].number] == state.RUNNING

@@ -1,12 +1,13 @@
 """Task shapes a trial can train, by name (`config.task`). A task module registers its builder
-`(config) -> Task` with `@register(name, options=..., model=...)`, declaring the
+`(config) -> Task` with `@register(name, options=..., model=..., data=...)`, declaring the
 `config.task_options` it reads and the model keys its head reads (the head's CONFIG_KEYS), with
-their defaults; `make_task` imports the module of a name on first use and builds the task from
-the config completed with those defaults (`complete`).
+their defaults, and the data sets it reads; `make_task` imports the module of a name on first
+use, checks the config (`check`) and builds the task from it completed with those defaults.
 """
 import dataclasses
 import importlib
-from typing import Callable
+import os
+from typing import Callable, Iterable
 
 import ml_collections
 
@@ -26,20 +27,24 @@ MODULES = {
 @dataclasses.dataclass(frozen=True)
 class Registered:
   """A task's builder and the config keys it reads: `options` (config.task_options) and `model`
-  (the keys of config.model its head reads besides the backbone's), with their defaults."""
+  (the keys of config.model its head reads besides the backbone's), with their defaults, and
+  `data`, the names config.data may take (None: the task does not read it)."""
   builder: Callable
   options: dict
   model: dict
+  data: tuple[str, ...] | None
 
 
 TASKS: dict[str, Registered] = {}
 
 
-def register(name: str, *, options: dict | None = None, model: dict | None = None):
-  """Decorator: `@register("classify", options={...}, model={...})` makes a builder
-  `(config) -> Task` known as `name`, reading the declared keys."""
+def register(name: str, *, options: dict | None = None, model: dict | None = None,
+             data: Iterable[str] | None = None):
+  """Decorator: `@register("classify", options={...}, model={...}, data=(...))` makes a builder
+  `(config) -> Task` known as `name`, reading the declared keys and data sets."""
   def add(builder):
-    TASKS[name] = Registered(builder, dict(options or {}), dict(model or {}))
+    TASKS[name] = Registered(builder, dict(options or {}), dict(model or {}),
+                             None if data is None else tuple(data))
     return builder
   return add
 
@@ -74,7 +79,22 @@ def complete_record(record: dict) -> dict:
   return complete(ml_collections.ConfigDict(record)).to_dict()
 
 
+def check(config) -> ml_collections.ConfigDict:
+  """`complete(config)` (which checks the task, its options and the backbone), refusing also
+  a data set the task does not read and a data file that does not exist: before any data is
+  loaded or anything written."""
+  completed = complete(config)
+  names = TASKS[config.task].data
+  if names is not None and config.data not in names:
+    raise ValueError(f"data must be one of {list(names)} for task {config.task!r}, got "
+                     f"{config.data!r}")
+  if config.data_path and not os.path.isfile(config.data_path):
+    raise ValueError(f"data_path {config.data_path!r} is not a file (the data set's .pickle or "
+                     ".mat file)")
+  return completed
+
+
 def make_task(config) -> Task:
-  """The Task of `config.task` built from `complete(config)`."""
-  config = complete(config)
+  """The Task of `config.task` built from `check(config)`."""
+  config = check(config)
   return TASKS[config.task].builder(config)

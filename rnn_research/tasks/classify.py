@@ -109,10 +109,8 @@ def _imdb_splits(config, options):
   return splits, vocab, list(IMDB_CLASSES)
 
 
-@register("classify", options=OPTIONS, model=MODEL_KEYS)
+@register("classify", options=OPTIONS, model=MODEL_KEYS, data=DATASETS)
 def classify_task(config) -> Task:
-  if config.data not in DATASETS:
-    raise ValueError(f"data must be one of {DATASETS} for task 'classify', got {config.data!r}")
   options = config.task_options
   read = _abc_splits if config.data == "abc_tunes" else _imdb_splits
   splits, vocab, classes = read(config, options)

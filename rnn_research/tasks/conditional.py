@@ -63,8 +63,8 @@ def conditional_task(splits: dict, vocab, keys, meters, config) -> Task:
 def conditional_data(config):
   """(splits of examples, vocabulary, keys, metres) for `conditional_task`."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  if config.data != "abc_tunes":
-    raise ValueError(f"data must be 'abc_tunes' for task 'conditional', got {config.data!r}")
+  from rnn_research.tasks import check  # pylint: disable=g-import-not-at-top
+  check(config)
   options = config.task_options
   data_dir = config.data_dir or None
   splits = {split: tune_examples(data.load("abc_tunes", split, data_dir=data_dir),
@@ -79,7 +79,7 @@ def conditional_data(config):
   return splits, data.load_vocabulary("abc_tunes", data_dir=data_dir), keys, meters
 
 
-@register("conditional", options=OPTIONS, model=MODEL_KEYS)
+@register("conditional", options=OPTIONS, model=MODEL_KEYS, data=("abc_tunes",))
 def conditional_builder(config) -> Task:
   splits, vocab, keys, meters = conditional_data(config)
   return conditional_task(splits, vocab, keys, meters, config)

@@ -43,11 +43,9 @@ def max_length(config) -> int:
   return value
 
 
-@register("next_step", options=OPTIONS)
+@register("next_step", options=OPTIONS, data=DATASETS)
 def next_step_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  if config.data not in DATASETS:
-    raise ValueError(f"data must be one of {sorted(DATASETS)}, got {config.data!r}")
   name, kind = DATASETS[config.data]
   cut = max_length(config)
   options = dict(data_dir=config.data_dir or None, path=config.data_path or None)

@@ -82,12 +82,10 @@ def seq2seq_task(splits: dict, vocab, config) -> Task:
               loss, metrics)
 
 
-@register("seq2seq", options=OPTIONS, model=MODEL_KEYS)
+@register("seq2seq", options=OPTIONS, model=MODEL_KEYS, data=DATASETS)
 def seq2seq_builder(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.data import strings  # pylint: disable=g-import-not-at-top
-  if config.data not in DATASETS:
-    raise ValueError(f"data must be one of {DATASETS} for task 'seq2seq', got {config.data!r}")
   options = config.task_options
   if config.data in GENERATED:
     sizes = {"train": options.train_size}

@@ -37,12 +37,10 @@ def stream_task(splits: dict, vocab_size: int, config) -> Task:
               bits_per_character=True)
 
 
-@register("stream", options=OPTIONS)
+@register("stream", options=OPTIONS, data=("abc_tunes",))
 def stream_builder(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.data.streams import StreamSource  # pylint: disable=g-import-not-at-top
-  if config.data != "abc_tunes":
-    raise ValueError(f"data must be 'abc_tunes' for task 'stream', got {config.data!r}")
   options = config.task_options
   data_dir = config.data_dir or None
   vocab = data.load_vocabulary("abc_tunes", data_dir=data_dir)

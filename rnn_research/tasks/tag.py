@@ -49,11 +49,9 @@ def tagging_task(splits: dict, config) -> Task:
               loss, metrics, baseline_nll=frequency_nll(splits["train"], splits["test"]))
 
 
-@register("tag", options=dict(max_train=0), model=MODEL_KEYS)
+@register("tag", options=dict(max_train=0), model=MODEL_KEYS, data=("music21", "standard"))
 def tag_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
-  if config.data not in ("music21", "standard"):
-    raise ValueError(f"data must be 'music21' or 'standard' for task 'tag', got {config.data!r}")
   options = dict(data_dir=config.data_dir or None, path=config.data_path or None)
   splits = {split: data.load(DATASETS[config.data][0], split, **options)
             for split in ("train", "validation", "test")}

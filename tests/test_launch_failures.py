@@ -1,0 +1,78 @@
+"""Failed trials: a trial that raises is recorded as failed with its error and traceback, its
+worker goes on, and it is retried at most `max_retries` times, like an interrupted one."""
+import pathlib
+import subprocess
+import sys
+
+import optuna
+
+from launch import study as studies
+
+ROOT = pathlib.Path(__file__).parents[1]
+# A study whose every trial raises in training: its trials ask for an optimizer train.py lacks.
+POISON_STUDY = '''
+from experiments import odyssey
+
+PACK_SHARED_PARAMS = odyssey.PACK_SHARED_PARAMS
+get_config, search_space = odyssey.get_config, odyssey.search_space
+
+
+def trial_config(config, variant, params, seed):
+  trial = odyssey.trial_config(config, variant, params, seed)
+  trial.optimizer = "poison"
+  return trial
+'''
+
+
+def test_a_trial_that_always_raises_is_recorded_and_retried_up_to_the_cap(fake_chorales,
+                                                                           tmp_path):
+  study_file = tmp_path / "poison.py"
+  study_file.write_text(POISON_STUDY)
+  path, data_dir = fake_chorales
+  sweep_dir = tmp_path / "sweep"
+  run = subprocess.run(
+      [sys.executable, "-m", "launch.local", f"--study={study_file}:smoke", "--workers=1",
+       f"--sweep_dir={sweep_dir}", "--config.data=standard", f"--config.data_path={path}",
+       f"--config.data_dir={data_dir}", "--config.variants=('V',)",
+       "--config.trials_per_variant=2", "--config.pack_size=1", "--config.max_retries=1"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert run.returncode != 0 and "no trial completed, so there is no report" in run.stderr
+  assert "workers" not in run.stderr  # the worker went on after each failure and ended well
+  assert "2/2 trials done" in run.stdout and "0 completed, 0 diverged, 2 failed" in run.stdout
+  assert "ValueError: optimizer must be one of" in run.stdout
+  trials = optuna.load_study(study_name="odyssey/V",
+                             storage=f"sqlite:///{sweep_dir / 'study.db'}").get_trials()
+  assert len(trials) == 4  # two trials, each retried once
+  for trial in trials:
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["status"] == "failed"
+    assert trial.user_attrs["error"].startswith("ValueError: optimizer must be one of")
+    assert "Traceback" in trial.user_attrs["traceback"]
+  retries = {t.number: t.user_attrs.get("retries", 0) for t in trials}
+  retried = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+  assert sorted(retries.values()) == [0, 0, 1, 1] and all(retries[n] == 1 for n in retried.values())
+  assert sum(studies.is_done(t, max_retries=1) for t in trials) == 2
+  workdirs = {t.user_attrs["workdir"] for t in trials}
+  assert len(workdirs) == 2  # a retry resumes in its trial's workdir
+  for workdir in workdirs:
+    log = (sweep_dir / workdir / studies.ERROR_FILE).read_text()
+    assert log.count("Traceback") == 2 and "(retries 1)" in log
+
+
+def test_interrupted_trials_are_retried_up_to_the_cap(tmp_path):
+  storage = studies.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+  study = studies.open_study(storage, "test", "V")
+  space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+  first = study.ask(space)
+  first.set_user_attr("workdir", "trials/V/0000")
+  first.set_user_attr("seed", 0)
+  for retries in (1, 2):  # killed while running, twice: retried each time
+    assert studies.requeue_interrupted(study, max_retries=2) == 1
+    retry = study.ask(space)
+    assert retry.params == first.params and retry.user_attrs["retries"] == retries
+    assert retry.user_attrs["workdir"] == "trials/V/0000"
+  assert studies.requeue_interrupted(study, max_retries=2) == 1  # a third time: no retry left
+  trials = study.get_trials()
+  assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3
+  assert [studies.is_done(t, max_retries=2) for t in trials] == [False, False, True]
+  assert studies.outcome(trials[-1]) == "failed: interrupted"
