@@ -15,6 +15,9 @@ STUDY = [
     "matplotlib",  # the report's figures
     "scipy",  # Welch's t-test
     "tqdm",  # progress bars
+    "tensorboardX>=2.6",  # each trial's TensorBoard event files, without TensorFlow
+    "tensorboard",  # to watch them (tensorboard --logdir <sweep dir>/trials)
+    "optuna-dashboard>=0.21",  # to watch the studies (optuna-dashboard sqlite:///<study.db>)
 ]
 
 CLUSTER = [

@@ -9,15 +9,18 @@ The sweep directory (default sweeps/<study file>[-<arg>]) holds sweep.json (the 
 study.db and trials/. Running the same command again after a kill resumes: interrupted trials
 restart from their checkpoints and finished ones are kept. A different config in an existing
 sweep directory is refused (naming the differing keys) unless --overwrite.
+
+While it runs it shows one bar of the trials done and a line per finished trial (the workers
+print nothing of their own, see launch/progress.py); the learning curves are live in
+`tensorboard --logdir <sweep dir>/trials` and `optuna-dashboard sqlite:///<sweep dir>/study.db`.
 """
 import multiprocessing
-import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch import cores
+from launch import cores, progress
 from launch import study as studies
 from launch.sweep import count_done, prepare
 from launch.worker import run_worker
@@ -49,18 +52,19 @@ def main(argv):
                environment["XLA_FLAGS"], environment["JAX_COMPILATION_CACHE_DIR"])
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
   workers = [context.Process(target=run_worker, args=(str(sweep_dir), sweep.url, sweep.study_file,
-                                                      config.to_dict(), i))
+                                                      config.to_dict(), i),
+                             kwargs={"show_progress": False})  # the display below shows it
              for i in range(num_workers)]
   with cores.environment(environment):
     for i, worker in enumerate(workers):
       worker.start()
       cores.pin(worker.pid, i, num_workers)
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  with tqdm(total=total, desc=f"sweep {sweep_dir}", disable=not sys.stderr.isatty()) as bar:
-    while any(w.is_alive() for w in workers):
+  with progress.SweepDisplay(variant_studies, total, f"sweep {sweep_dir}") as display:
+    running = True
+    while running:
       time.sleep(2)
-      done = count_done(variant_studies)
-      bar.update(done - bar.n)
+      running = any(w.is_alive() for w in workers)
+      display.update()  # after the check, so that it shows what the last workers recorded
   failed = [i for i, w in enumerate(workers) if w.exitcode != 0]
   done = count_done(variant_studies)
   print(f"{done}/{total} trials done in {sweep_dir}")

@@ -31,6 +31,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study ope
 
 DB_FILE = "study.db"
 TRIALS_DIR = "trials"
+OBJECTIVE = "valid_nll"  # a trial's value (at its best epoch) and intermediate values (each epoch)
 # SQL of a named lock held by a connection: (lock, unlock) per SQLAlchemy dialect.
 DATABASE_LOCKS = {
     "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
@@ -190,6 +191,16 @@ def heartbeats(storage, trials: list[optuna.Trial]):
     thread.join()
 
 
+def report(trial: optuna.Trial, line: dict) -> None:
+  """Reports an epoch's metrics.jsonl line to the trial as its intermediate value at step =
+  epoch (what optuna-dashboard plots and a pruner reads): the objective, the validation NLL.
+  A trial failed meanwhile as stale is left alone, as in `record`."""
+  try:
+    trial.report(line[OBJECTIVE], line["epoch"])
+  except optuna.exceptions.UpdateFinishedTrialError:
+    pass
+
+
 def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) -> None:
   """Stores a train_and_evaluate result on the trial and finishes it, unless the trial was
   failed meanwhile as stale (a heartbeat late by more than the grace period): then its retry
@@ -204,4 +215,4 @@ def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) 
   if result["status"] == "diverged":
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
   else:
-    study.tell(trial, result["valid_nll"])
+    study.tell(trial, result[OBJECTIVE])
