@@ -6,8 +6,9 @@ option), Gaussian input noise in training, optional clipping by global norm, and
 on the validation NLL (the task's loss). Test metrics are the ones at the best validation epoch.
 
 The workdir holds everything: config.json, checkpoints/{latest,best} (orbax, with the data
-position), metrics.jsonl (one line per epoch) and, once finished, result.json. Running again
-with the same workdir resumes where it stopped; a finished workdir returns its result at once.
+position), metrics.jsonl (one line per epoch), tensorboard/ (the same as TensorBoard events, with
+the config as hyperparameters: summaries.py) and, once finished, result.json. Running again with
+the same workdir resumes where it stopped; a finished workdir returns its result at once.
 A non-finite loss ends the trial as "diverged" with the step.
 """
 import dataclasses
@@ -393,7 +394,7 @@ class _Outputs:
 
   def __init__(self, files: list[Workdir], indices: list[int], configs, on_epoch, log,
                epochs_done: int):
-    self.files, self._indices, self._on_epoch, self._log = files, indices, on_epoch, log
+    self._files, self._indices, self._on_epoch, self._log = files, indices, on_epoch, log
     self._summaries = [summaries.TrialSummaries(f.path, c.to_dict(), f.metrics(epochs_done))
                        for f, c in zip(files, configs)
                        if c.tensorboard and jax.process_index() == 0]
@@ -403,7 +404,7 @@ class _Outputs:
   def epoch(self, progress: PackProgress, valid: dict, records: dict) -> None:
     for k, record in records.items():
       trial = progress.trials[k]
-      self.files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
+      self._files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
       if self._summaries:
         self._summaries[k].epoch(record)
       if self._on_epoch:
@@ -413,7 +414,7 @@ class _Outputs:
                 f"{trial.best_epoch})")
 
   def finish(self, results: list[dict]) -> None:
-    for k, (f, result) in enumerate(zip(self.files, results)):
+    for k, (f, result) in enumerate(zip(self._files, results)):
       f.finish(result)
       if self._summaries:
         self._summaries[k].finish(result)

@@ -5,6 +5,7 @@ the launcher shows one bar and a line per finished trial."""
 import contextlib
 import io
 import json
+import sys
 import threading
 import urllib.request
 from wsgiref import simple_server
@@ -75,6 +76,14 @@ def test_a_finished_workdir_tells_on_epoch_its_epochs_and_tensorboard_can_be_off
   retold = []  # a retried trial whose workdir had finished gets its epochs too
   train.train_pack([config], [tmp_path], on_epoch=lambda k, line: retold.append((k, line)))
   assert retold == told
+
+
+def test_without_tensorboardx_the_trial_says_what_to_do_before_writing(fake_chorales, tmp_path,
+                                                                       monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed
+  with pytest.raises(ImportError, match=r"needs tensorboardX: pip install .*tensorboard=False"):
+    train.train_and_evaluate(small_config(fake_chorales), tmp_path / "trial")
+  assert not (tmp_path / "trial").exists()
 
 
 def test_flat_hparams():
