@@ -16,8 +16,8 @@ def trial_line(variant: str, number: int, result: dict) -> str:
   head = f"{variant} trial {number} {result['status']}"
   if result["status"] == "diverged":
     return f"{head} at step {result['diverged_step']} (epoch {result['epochs']})"
-  values = ", ".join(f"{key} {value:.4f}" for key, value in result.items()
-                     if key.startswith(("valid_", "test_")))
+  values = ", ".join(f"{key} {value:.4f}" for split in ("valid_", "test_")
+                     for key, value in result.items() if key.startswith(split))
   return f"{head}: {values} (best epoch {result['best_epoch']} of {result['epochs']})"
 
 

@@ -160,8 +160,8 @@ class _QuietHandler(simple_server.WSGIRequestHandler):
 
 def test_the_sweep_display_prints_each_trial_finished_after_it_started(capsys):
   study = optuna.create_study(study_name="s/V")
-  attrs = {"variant": "V", "status": "completed", "valid_nll": 8.5, "test_nll": 8.75,
-           "best_epoch": 3, "epochs": 5}
+  attrs = {"variant": "V", "status": "completed", "test_nll": 8.75, "valid_nll": 8.5,
+           "best_epoch": 3, "epochs": 5}  # the order of a stored trial's: by name
   study.add_trial(optuna.trial.create_trial(value=8.5, user_attrs=attrs))
   with progress.SweepDisplay([study], total=4, description="sweep") as display:
     assert display.bar.disable  # no terminal here: no bar, only the lines
