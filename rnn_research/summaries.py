@@ -47,7 +47,8 @@ class TrialSummaries:
   def __init__(self, workdir, config: dict, earlier: list[dict]):
     """A writer in <workdir>/tensorboard. A resumed trial's events are written again from the
     metrics.jsonl lines of its `earlier` runs (those up to its checkpoint), and TensorBoard
-    drops what those runs wrote (events still queued when a run was killed are lost)."""
+    drops what those runs wrote: a killed run loses the events still queued in its writer,
+    and may have written epochs after its checkpoint."""
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._writer = SummaryWriter(str(pathlib.Path(workdir) / SUBDIR), purge_step=1)
     self._hparams = flat_hparams(config)

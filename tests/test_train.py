@@ -122,10 +122,11 @@ def test_workdir_written_before_a_key_was_declared_is_the_same_config(fake_chora
   config = small_config(fake_chorales, max_epochs=1)
   result = train.train_and_evaluate(config, tmp_path)
   stored = json.loads((tmp_path / "config.json").read_text())
-  del stored["task_options"]["max_length"], stored["model"]["backend"]
+  del stored["task_options"]["max_length"], stored["model"]["backend"], stored["tensorboard"]
   (tmp_path / "config.json").write_text(json.dumps(stored))
   assert train.train_and_evaluate(config, tmp_path) == result
-  assert json.loads((tmp_path / "config.json").read_text())["task_options"] == {"max_length": 0}
+  rewritten = json.loads((tmp_path / "config.json").read_text())
+  assert rewritten["task_options"] == {"max_length": 0} and rewritten["tensorboard"] is True
 
 
 @pytest.mark.parametrize("key, value, message", [
