@@ -14,15 +14,18 @@ is refused in one line before anything is written; --dry_run checks, prints the 
 estimate of the run time (measured: one epoch of one pack), and writes nothing in the sweep
 dir. A trial that raises is recorded as failed with its error, and retried up to the config's
 max_retries times; a sweep in which no trial completes ends with an error and no report.
+
+While it runs it shows one bar of the trials done and a line per finished trial (the workers
+print nothing of their own, see launch/progress.py); the learning curves are live in
+`tensorboard --logdir <sweep dir>/trials` and `optuna-dashboard sqlite:///<sweep dir>/study.db`.
 """
 import multiprocessing
-import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch import cli, cores, estimate
+from launch import cli, cores, estimate, progress
 from launch import study as studies
 from launch.sweep import (check, count_done, describe_outcomes, describe_plan, outcomes, prepare,
                           prepare_data)
@@ -69,18 +72,20 @@ def main(argv):
                environment["XLA_FLAGS"], environment["JAX_COMPILATION_CACHE_DIR"])
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
   workers = [context.Process(target=run_worker, args=(str(sweep_dir), sweep.url, sweep.study_file,
-                                                      config.to_dict(), i))
+                                                      config.to_dict(), i),
+                             kwargs={"show_progress": False})  # the display below shows it
              for i in range(num_workers)]
   with cores.environment(environment):
     for i, worker in enumerate(workers):
       worker.start()
       cores.pin(worker.pid, i, num_workers)
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  with tqdm(total=total, desc=f"sweep {sweep_dir}", disable=not sys.stderr.isatty()) as bar:
-    while any(w.is_alive() for w in workers):
+  with progress.SweepDisplay(variant_studies, total, f"sweep {sweep_dir}",
+                            config.max_retries) as display:
+    running = True
+    while running:
       time.sleep(2)
-      done = count_done(variant_studies, config.max_retries)
-      bar.update(done - bar.n)
+      running = any(w.is_alive() for w in workers)
+      display.update()  # after the check, so that it shows what the last workers recorded
   failed = [i for i, w in enumerate(workers) if w.exitcode != 0]
   counts = outcomes(variant_studies, config.max_retries)
   print(describe_outcomes(counts, total, sweep_dir))

@@ -43,6 +43,7 @@ TRIALS_DIR = "trials"
 ERROR_FILE = "error.txt"  # in a failed trial's workdir: its traceback
 # The end of a traceback kept on the trial: a MySQL TEXT column holds 64 KiB.
 TRACEBACK_CHARS = 8000
+OBJECTIVE = "valid_nll"  # a trial's value (at its best epoch) and intermediate values (each epoch)
 # SQL of a named lock held by a connection: (lock, unlock) per SQLAlchemy dialect.
 DATABASE_LOCKS = {
     "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
@@ -268,6 +269,16 @@ def heartbeats(storage, trials: list[optuna.Trial]):
     thread.join()
 
 
+def report(trial: optuna.Trial, line: dict) -> None:
+  """Reports an epoch's metrics.jsonl line to the trial as its intermediate value at step =
+  epoch (what optuna-dashboard plots and a pruner reads): the objective, the validation NLL.
+  A trial failed meanwhile as stale is left alone, as in `record`."""
+  try:
+    trial.report(line[OBJECTIVE], line["epoch"])
+  except optuna.exceptions.UpdateFinishedTrialError:
+    pass
+
+
 def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) -> None:
   """Stores a train_and_evaluate result on the trial and finishes it, unless the trial was
   failed meanwhile as stale (a heartbeat late by more than the grace period): then its retry
@@ -282,7 +293,7 @@ def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) 
   if result["status"] == "diverged":
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
   else:
-    study.tell(trial, result["valid_nll"])
+    study.tell(trial, result[OBJECTIVE])
 
 
 def record_error(trial: optuna.Trial, study: optuna.Study, error: str, traceback: str,

@@ -20,17 +20,21 @@ import traceback
 import ml_collections
 from absl import logging
 
+from launch import progress
 from launch import study as studies
 from rnn_research.experiment import load_module
 from rnn_research.workdir import write_at_once
 
 
 def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
-               index: int = 0, heartbeat: int | None = None) -> int:
+               index: int = 0, heartbeat: int | None = None, show_progress: bool = True) -> int:
   """Runs trials until none are left; returns how many this worker trained. With a `heartbeat`
   (seconds: workers on several machines), the trials in training send heartbeats, and a
   worker with no trial left to claim waits while other workers' trials run, to retry those
-  whose heartbeat stops. Refuses, before claiming any, a batch size the devices cannot split."""
+  whose heartbeat stops. Refuses, before claiming any, a batch size the devices cannot split.
+  Each epoch's validation NLL is reported to its Optuna trial (`study.report`). The worker
+  logs a line per trial it starts and finishes, and its trainings a bar or a line per epoch;
+  with `show_progress` False (the launcher shows all its workers' progress), nothing."""
   # pylint: disable=g-import-not-at-top
   import jax
   from rnn_research import parallel
@@ -57,17 +61,22 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       return trained
     variant = pack["variant"]
     workdirs = [sweep_dir / t["workdir"] for t in pack["trials"]]
-    for t in pack["trials"]:
-      print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
+    if show_progress:
+      for t in pack["trials"]:
+        print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
     try:
       configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
                  for t in pack["trials"]]
       with claim.heartbeats() if claim else contextlib.nullcontext():
-        results = train_pack(configs, workdirs)
+        results = train_pack(configs, workdirs, show_progress=show_progress,
+                             on_epoch=claim.report if claim else None)
     except Exception as error:  # pylint: disable=broad-except  (a trial's, not the sweep's)
       if claimer:
         _record_error(claim, workdirs, error, config.max_retries, index)
       continue
+    if show_progress:
+      for t, result in zip(pack["trials"], results):
+        print(f"worker {index}: {progress.trial_line(variant, t['number'], result)}", flush=True)
     if claimer:
       for trial, workdir, trial_config, result in zip(claim.trials, workdirs, configs, results):
         studies.record(trial, claim.study, result, {
@@ -113,6 +122,10 @@ class _Claim:
 
   def heartbeats(self):
     return studies.heartbeats(self.storage, self.trials)
+
+  def report(self, k: int, line: dict) -> None:
+    """Reports the k-th trial's epoch (a metrics.jsonl line) to its Optuna trial."""
+    studies.report(self.trials[k], line)
 
 
 class _Claimer:

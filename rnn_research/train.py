@@ -7,7 +7,8 @@ on the validation NLL (the task's loss). Test metrics are the ones at the best v
 
 The workdir holds everything: config.json, env.json (what each run of it ran with: see
 rnn_research.provenance), checkpoints/{latest,best} (orbax, with the data position),
-metrics.jsonl (one line per epoch) and, once finished, result.json. Running again
+metrics.jsonl (one line per epoch), tensorboard/ (the same as TensorBoard events, with the
+config as hyperparameters: event_files.py) and, once finished, result.json. Running again
 with the same workdir resumes where it stopped; a finished workdir returns its result at once.
 A non-finite loss ends the trial as "diverged" with the step.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rnn_research import compilation, metrics, parallel, provenance, tasks
+from rnn_research import compilation, event_files, metrics, parallel, provenance, tasks
 from rnn_research.checkpoint import Checkpoints
 from rnn_research.tasks import Task, make_task
 from rnn_research.workdir import Workdir, differing_keys
@@ -59,6 +60,7 @@ def default_config(task: str = "next_step", backbone: str = "lstm") -> ml_collec
       pad_multiple=16,          # pad time to a multiple of this: fewer shapes to compile
       length_buckets=0,         # > 0: pad training batches to one of this many lengths fitted
                                 # to the training data instead (data.fit_pad_lengths)
+      tensorboard=True,         # TensorBoard event files in <workdir>/tensorboard (event_files.py)
   )))
 
 
@@ -119,15 +121,18 @@ def _evaluate(eval_fn, params, batches) -> dict:
           for name in sums[0]}
 
 
-def _progress(total: int, description: str):
-  """A tqdm bar on a terminal; elsewhere the bar is off and each epoch writes a log line."""
+def _progress(total: int, description: str, show: bool):
+  """(a tqdm bar on a terminal, a function that logs an epoch's line where there is no bar);
+  with `show` False (a launcher shows the progress of all its workers), neither."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=total, desc=description, disable=not sys.stderr.isatty(), leave=False)
+  bar = tqdm(total=total, desc=description, disable=not (show and sys.stderr.isatty()),
+             leave=False)
 
+  def log(message: str) -> None:
+    if show and bar.disable:
+      print(message, file=sys.stderr, flush=True)
 
-def _log_line(bar, message: str) -> None:
-  if bar.disable:
-    print(message, file=sys.stderr, flush=True)
+  return bar, log
 
 
 def train_and_evaluate(config, workdir, *, overwrite: bool = False,
@@ -308,9 +313,11 @@ def _epoch_records(progress: PackProgress, trained, epoch_losses, valid: dict, l
                    state, wall_time: float) -> dict:
   """{trial index: its metrics.jsonl line} of the trials trained this epoch, but those that
   diverged in it."""
+  learning_rates = np.asarray(optax.tree.get(state["opt_state"], "learning_rate"))
   return {k: {"epoch": progress.epoch, "step": int(state["step"][k]),
               "train_loss": float(np.mean(epoch_losses[:, k])),
               **{f"valid_{name}": float(values[k]) for name, values in valid.items()},
+              "learning_rate": float(learning_rates[k]),
               "grad_norm": float(last_metrics["grad_norm"][k]),
               "param_norm": float(last_metrics["param_norm"][k]), "wall_time": wall_time}
           for k in np.flatnonzero(trained) if progress.trials[k].status != "diverged"}
@@ -371,14 +378,54 @@ def _epoch(pack: _Pack, state, best, loader, progress: PackProgress, patience: i
                                             last_metrics, state, progress.wall_time)
 
 
-def _log_epoch(files: list[Workdir], bar, progress: PackProgress, valid: dict,
-               records: dict) -> None:
-  for k, record in records.items():
-    trial = progress.trials[k]
-    files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
-    _log_line(bar, f"{trial.workdir} epoch {progress.epoch}: train {record['train_loss']:.4f} "
-                   f"valid {valid['nll'][k]:.4f} (best {trial.best_valid:.4f} at epoch "
-                   f"{trial.best_epoch})")
+def _replay(on_epoch, files: list[Workdir], indices: list[int],
+            through_epoch: int | None = None) -> None:
+  """Calls `on_epoch` with the metrics.jsonl lines that earlier runs of the workdirs wrote (the
+  record of a retried trial, which resumes from its checkpoint, gets every epoch)."""
+  for k, f in zip(indices, files):
+    for record in f.metrics(through_epoch):
+      on_epoch(k, record)
+
+
+class _Outputs:
+  """Where the trials of a pack report (index k: the pack's k-th trial): metrics.jsonl and
+  result.json in each workdir, TensorBoard event files (config.tensorboard; from process 0
+  only), the caller's `on_epoch(index in train_pack's arguments, metrics.jsonl line)`, and a
+  log line per epoch."""
+
+  def __init__(self, files: list[Workdir], indices: list[int], configs, on_epoch, log,
+               epochs_done: int):
+    self._files, self._indices, self._on_epoch, self._log = files, indices, on_epoch, log
+    self._event_files = [event_files.TrialSummaries(f.path, c.to_dict(), f.metrics(epochs_done))
+                       for f, c in zip(files, configs)
+                       if c.tensorboard and jax.process_index() == 0]
+    if on_epoch:
+      _replay(on_epoch, files, indices, through_epoch=epochs_done)
+
+  def epoch(self, progress: PackProgress, valid: dict, records: dict) -> None:
+    for k, record in records.items():
+      trial = progress.trials[k]
+      self._files[k].append_metrics(record, keep_through_epoch=progress.epoch - 1)
+      if self._event_files:
+        self._event_files[k].epoch(record)
+      if self._on_epoch:
+        self._on_epoch(self._indices[k], record)
+      self._log(f"{trial.workdir} epoch {progress.epoch}: train {record['train_loss']:.4f} "
+                f"valid {valid['nll'][k]:.4f} (best {trial.best_valid:.4f} at epoch "
+                f"{trial.best_epoch})")
+
+  def finish(self, results: list[dict]) -> None:
+    for k, (f, result) in enumerate(zip(self._files, results)):
+      f.finish(result)
+      if self._event_files:
+        self._event_files[k].finish(result)
+
+  def __enter__(self) -> "_Outputs":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    for writer in self._event_files:
+      writer.close()
 
 
 def _save_best(checkpoints: list[Checkpoints], progress: PackProgress, best) -> None:
@@ -391,8 +438,8 @@ def _save_best(checkpoints: list[Checkpoints], progress: PackProgress, best) -> 
              {"epoch": trial.best_epoch, "valid_nll": trial.best_valid})
 
 
-def train_pack(configs, workdirs, *, overwrite: bool = False,
-               task: Task | None = None) -> list[dict]:
+def train_pack(configs, workdirs, *, overwrite: bool = False, task: Task | None = None,
+               on_epoch=None, show_progress: bool = True) -> list[dict]:
   """Trains trials that differ only in PACKABLE_KEYS as one compiled program (a pack): their
   parameters and optimiser states are stacked on a leading trial axis and `train_step` is
   vmapped over it; every trial sees the same batches (the data order of the first trial's
@@ -403,13 +450,20 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   Each epoch trains, evaluates the validation split and checkpoints the pack (`latest`: train
   state, the parameters at each trial's best epoch, progress and data position); when every
   trial has stopped, the test split is evaluated once at each trial's best parameters, and
-  each trial's `best` checkpoint and result are written."""
+  each trial's `best` checkpoint and result are written. `on_epoch(k, line)` is called with
+  each epoch's metrics.jsonl line of the k-th trial, those of earlier runs of its workdir
+  first. `show_progress` False: no bar and no line per epoch (a launcher shows the progress)."""
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   check_packable(configs)
   configs = [tasks.complete(c) for c in configs]  # config.json: every key the trial reads
+  if configs[0].tensorboard:
+    event_files.require()
   all_files = [Workdir(w, c, overwrite, normalise=tasks.complete_record)
                for w, c in zip(workdirs, configs)]
   todo = [k for k, f in enumerate(all_files) if f.result() is None]
+  finished = [k for k in range(len(all_files)) if k not in todo]
+  if on_epoch:
+    _replay(on_epoch, [all_files[k] for k in finished], finished)
   if not todo:
     return [f.result() for f in all_files]
   configs, files = [configs[k] for k in todo], [all_files[k] for k in todo]
@@ -426,24 +480,25 @@ def train_pack(configs, workdirs, *, overwrite: bool = False,
   state, best, progress = _resume(checkpoints, pack.initial_state, best, loader,
                                   PackProgress([TrialProgress(str(f.path)) for f in files]))
   pack.precompile(state, loader.batch_per_shape())
-  bar = _progress(config.max_epochs, f"trials {files[0].path.name}"
-                  + (f" +{len(files) - 1}" if len(files) > 1 else ""))
+  bar, log = _progress(config.max_epochs, f"trials {files[0].path.name}"
+                       + (f" +{len(files) - 1}" if len(files) > 1 else ""), show_progress)
   bar.update(progress.epoch)
   start = time.time() - progress.wall_time  # training time counts on across resumes
-  try:
-    while progress.epoch < config.max_epochs and progress.running.any():
-      state, best, valid, records = _epoch(pack, state, best, loader, progress,
-                                           config.patience, start)
-      _log_epoch(files, bar, progress, valid, records)
-      checkpoints[0].save("latest", progress.epoch, {"state": state, "best": best},
-                          {**progress.to_json(), "loader": loader.get_state()})
-      bar.update(1)
-    test = pack.evaluate(best, "test")
-    _save_best(checkpoints, progress, best)
-  finally:
-    bar.close()
-    for c in checkpoints:
-      c.close()
-  for k, (f, trial) in enumerate(zip(files, progress.trials)):
-    f.finish(_result(trial, test, k, pack.num_params, pack.task))
+  with _Outputs(files, todo, configs, on_epoch, log, progress.epoch) as outputs:
+    try:
+      while progress.epoch < config.max_epochs and progress.running.any():
+        state, best, valid, records = _epoch(pack, state, best, loader, progress,
+                                             config.patience, start)
+        outputs.epoch(progress, valid, records)
+        checkpoints[0].save("latest", progress.epoch, {"state": state, "best": best},
+                            {**progress.to_json(), "loader": loader.get_state()})
+        bar.update(1)
+      test = pack.evaluate(best, "test")
+      _save_best(checkpoints, progress, best)
+    finally:
+      bar.close()
+      for c in checkpoints:
+        c.close()  # waits for the checkpoints to be written: then the results
+    outputs.finish([_result(trial, test, k, pack.num_params, pack.task)
+                    for k, trial in enumerate(progress.trials)])
   return [f.result() for f in all_files]

@@ -72,12 +72,17 @@ class Workdir:
     write_at_once(self.result_file, json.dumps(result, indent=1))
     return result
 
+  def metrics(self, through_epoch: int | None = None) -> list[dict]:
+    """The metrics.jsonl lines (one per epoch), those up to `through_epoch` if given."""
+    lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if through_epoch is None or r["epoch"] <= through_epoch]
+
   def append_metrics(self, record: dict, keep_through_epoch: int) -> None:
     """Appends an epoch's line, first dropping lines after `keep_through_epoch` (left by a run
     that was killed between writing metrics and checkpointing)."""
-    lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
-    lines = [l for l in lines if json.loads(l)["epoch"] <= keep_through_epoch]
-    write_at_once(self.metrics_file, "".join(l + "\n" for l in lines + [json.dumps(record)]))
+    records = self.metrics(keep_through_epoch) + [record]
+    write_at_once(self.metrics_file, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from tensorboard.backend.event_processing import event_accumulator
 
-from rnn_research import metrics, train
+from rnn_research import event_files, metrics, train
 from rnn_research.models import NextStepModel
 from rnn_research.tasks import next_step
 
@@ -54,8 +55,8 @@ def test_trial_learns_and_fills_its_workdir(fake_chorales, tmp_path):
   assert result["test_nll"] < 0.5 * result["baseline_nll"]  # the chords are predictable
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [l["epoch"] for l in lines] == list(range(1, 7))
-  assert set(lines[0]) == {"epoch", "step", "train_loss", "valid_nll", "grad_norm", "param_norm",
-                           "wall_time"}
+  assert set(lines[0]) == {"epoch", "step", "train_loss", "valid_nll", "learning_rate",
+                           "grad_norm", "param_norm", "wall_time"}
   assert min(l["valid_nll"] for l in lines) == result["valid_nll"]
   assert lines[result["best_epoch"] - 1]["valid_nll"] == result["valid_nll"]
   assert json.loads((tmp_path / "result.json").read_text()) == result
@@ -66,7 +67,7 @@ def test_trial_learns_and_fills_its_workdir(fake_chorales, tmp_path):
 
 RUN_TRIAL = """
 import json, sys, ml_collections
-from rnn_research import metrics, train
+from rnn_research import event_files, metrics, train
 train.train_and_evaluate(ml_collections.ConfigDict(json.loads(sys.argv[1])), sys.argv[2])
 """
 
@@ -85,10 +86,16 @@ def test_killed_trial_resumes_to_the_same_result(fake_chorales, tmp_path):
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (workdir / "result.json").exists()
-  resumed = train.train_and_evaluate(config, workdir)
+  told = []  # every epoch once, those before the kill first
+  [resumed] = train.train_pack([config], [workdir], on_epoch=lambda k, row: told.append(row))
   assert resumed == whole
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [row["epoch"] for row in rows] == list(range(1, 9))
+  assert [row["epoch"] for row in rows] == list(range(1, 9)) and told == rows
+  # TensorBoard drops what the killed run wrote after its checkpoint, as metrics.jsonl does.
+  events = event_accumulator.EventAccumulator(str(workdir / event_files.SUBDIR))
+  events.Reload()
+  assert [(e.step, e.value) for e in events.Scalars("valid_nll")] == [
+      (row["epoch"], float(np.float32(row["valid_nll"]))) for row in rows]
   wall_times = [row["wall_time"] for row in rows]  # counted on from the checkpoint
   assert wall_times == sorted(wall_times)
 
@@ -115,10 +122,11 @@ def test_workdir_written_before_a_key_was_declared_is_the_same_config(fake_chora
   config = small_config(fake_chorales, max_epochs=1)
   result = train.train_and_evaluate(config, tmp_path)
   stored = json.loads((tmp_path / "config.json").read_text())
-  del stored["task_options"]["max_length"], stored["model"]["backend"]
+  del stored["task_options"]["max_length"], stored["model"]["backend"], stored["tensorboard"]
   (tmp_path / "config.json").write_text(json.dumps(stored))
   assert train.train_and_evaluate(config, tmp_path) == result
-  assert json.loads((tmp_path / "config.json").read_text())["task_options"] == {"max_length": 0}
+  rewritten = json.loads((tmp_path / "config.json").read_text())
+  assert rewritten["task_options"] == {"max_length": 0} and rewritten["tensorboard"] is True
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -75,8 +75,11 @@ def complete(config) -> ml_collections.ConfigDict:
 
 def complete_record(record: dict) -> dict:
   """`complete` of a trial config as stored (JSON): one written before a key was declared gets
-  the key's default, so it compares equal to the same config written now."""
-  return complete(ml_collections.ConfigDict(record)).to_dict()
+  the key's default (its task's, head's and backbone's, or train.default_config's), so it
+  compares equal to the same config written now."""
+  from rnn_research import train  # pylint: disable=g-import-not-at-top  (train imports tasks)
+  declared = train.default_config(record["task"]).to_dict()
+  return complete(ml_collections.ConfigDict({**declared, **record})).to_dict()
 
 
 def check(config) -> ml_collections.ConfigDict:
