@@ -114,7 +114,8 @@ def test_gpu_blocks_in_interpret_mode_fall_back_to_the_step_kernel(rng, caplog):
   assert [r.getMessage() for r in caplog.records if "step kernel" in r.getMessage()] == [
       "Pallas: the recurrent weights of LSTMDef(hidden_size=100) take 262144 bytes, more than "
       "the 102400 the whole-sequence kernel may keep on chip on gpu; running the step kernel "
-      "in a scan instead."]
+      "in a scan instead (the persistent kernel cannot: it is interpreted only on the cpu "
+      "platform (as one cluster))."]
 
 
 @pytest.mark.parametrize("case", [c for c in KERNEL_CASES if c.name in (
