@@ -47,7 +47,7 @@ def _check_inner_matrices(target: platforms.Target, program: programs.Program) -
     raise ValueError(
         f"hidden_size={cell.hidden_size} is too large for the Pallas kernels on gpu: the "
         f"matrices inside {type(cell).__name__}'s gate math (LSTMP's P, R_n, ...) take "
-        f"{size} bytes in f32, more than the {platforms.WEIGHT_BUDGET_BYTES['gpu']} one "
+        f"{size} bytes in f32, more than the {target.weight_budget} one "
         f"kernel program may hold; use backend='scan' (or 'auto')")
 
 
@@ -76,8 +76,8 @@ def choose_impl(target: platforms.Target, cell, program: programs.Program,
   if target.fits(size):
     return "sequence"
   budget = (f"the recurrent weights of {type(cell).__name__}(hidden_size={cell.hidden_size}) "
-            f"take {size} bytes, more than the {platforms.WEIGHT_BUDGET_BYTES[target.platform]} "
-            f"the whole-sequence kernel may keep on chip on {target.platform}")
+            f"take {size} bytes, more than the {target.weight_budget} the whole-sequence kernel "
+            f"may keep on chip on {_where(target)}")
   if persistent_why is None:
     platforms.log_once(f"Pallas: {budget}; running the persistent kernel (R split over "
                        f"thread blocks) instead.")
@@ -85,6 +85,10 @@ def choose_impl(target: platforms.Target, cell, program: programs.Program,
   reason = f" (the persistent kernel cannot: {persistent_why})" if target.platform == "gpu" else ""
   platforms.log_once(f"Pallas: {budget}; running the step kernel in a scan instead{reason}.")
   return "step"
+
+
+def _where(target: platforms.Target) -> str:
+  return f"tpu {target.chip}" if target.platform == "tpu" else target.platform
 
 
 def _num_sms() -> int:
@@ -165,7 +169,8 @@ def _keep_layout(program, layout, keep, k, shape, padded_shape):
 
 
 def recurrence(cell, params, xp, carry0, lengths, options, *,
-               platform: str | None = None, interpret=None, impl: str | None = None,
+               platform: str | None = None, interpret=None, chip: str | None = None,
+               impl: str | None = None,
                block_b: int | None = None, block_t: int | None = None,
                block_n: int | None = None):
   """Runs the recurrence on the Pallas kernels (the "pallas" backend of
@@ -181,6 +186,8 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
       recomputes the gates, and the recurrent weights' gradients are one matmul after it.
     platform: "gpu", "tpu" or "cpu" (default: JAX's default backend).
     interpret: True / `pltpu.InterpretParams` to interpret (default: only on the cpu).
+    chip: the TPU generation ("v4", "v5e", "v5p", "v6e", "7x"), which sizes the VMEM
+      budgets (default: the device's; v4, the smallest, where there is none).
     impl: "sequence", "persistent" or "step" (default: "sequence" where the weights fit on
       chip, else "persistent" where it can run, else "step"); "persistent" on the cpu runs
       its one-cluster form in GPU interpret mode (races detected).
@@ -191,7 +198,7 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
     (final carry, ys [T, B, out]) with the dtype of carry0.
   """
   program = programs.program_for(cell)
-  target = platforms.resolve(platform, interpret)
+  target = platforms.resolve(platform, interpret, chip)
   _check_inner_matrices(target, program)
   if impl is not None and impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
