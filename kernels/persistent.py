@@ -14,10 +14,15 @@ count, so every CTA is resident. Step t:
   2. each CTA copies its K-slice of h_{t-1} (TMA) and issues one `wgmma` per term
      [units, K/C] @ [K/C, B] into per-term f32 accumulators (all in one register layout, so
      the gate math never slices lanes);
-  3. the other CTAs store their partial sums to global memory; cluster barrier;
-  4. the cluster's leader adds them, runs the cell's gate math (`Program.step`, the same as
-     every other kernel's, on [units, B] blocks), stores its states for step t and h_t (TMA),
-     and all CTAs signal the grid barrier.
+  3. the other CTAs store their partial sums to global memory (TMA); cluster barrier;
+  4. the cluster's leader loads and adds them, runs the cell's gate math (`Program.step`, the
+     same as every other kernel's, on [units, B] blocks), stores its states for step t and
+     h_t (TMA), and all CTAs signal the grid barrier.
+
+The partial sums go through global memory (L2), not distributed shared memory, because
+Pallas's GPU interpreter runs neither `cluster_ref` nor `async_store_smem` to a peer, and this
+form is the one the CPU tests check; DSMEM (or a TMA reduce-add, also not interpreted) would
+save the leader C-1 round trips per step and is the first thing to try once it is timed.
 
 States are transposed ([w, B]: a cluster's units are a contiguous row block and h is the
 `wgmma` B operand as is). The backward pass runs the step kernel in a scan (`step`), behind
