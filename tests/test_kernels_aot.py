@@ -99,8 +99,8 @@ def test_sequence_kernel_keeps_r_in_vmem_per_generation(topology, chip, hidden, 
 @pytest.mark.parametrize("cell,dtype", [
     (LSTMDef(64, 64, PRESETS["NP"]), jnp.bfloat16),  # the sequence kernel
     (GRUDef(128, 128), jnp.bfloat16),  # the sequence kernel, 96 KiB of R
-    (LSTMDef(128, 128, PRESETS["NP"]), jnp.bfloat16),  # 128 KiB: the step kernel
-    (LSTMDef(1024, 1024, PRESETS["NP"]), jnp.bfloat16),  # the step kernel, chunked contraction
+    (LSTMDef(128, 128, PRESETS["NP"]), jnp.bfloat16),  # 128 KiB: the persistent kernel
+    (LSTMDef(1024, 1024, PRESETS["NP"]), jnp.bfloat16),  # persistent forward, step backward
     (GRUDef(128, 128, reset_after=False), jnp.float32),  # R_n (64 KiB) whole in the step kernel
     (LSTMDef(128, 128, PRESETS["V"], proj_size=64), jnp.bfloat16),
 ], ids=["lstm64", "gru128", "lstm128", "lstm1024", "gru-cho128-f32", "lstmp128"])
