@@ -1,23 +1,32 @@
-"""LSTM and GRU layers on one GPU: the Pallas whole-sequence kernel, the Pallas step kernel in a
-scan, this library's scan path, Flax's nnx.RNN, PyTorch's cuDNN nn.LSTM/nn.GRU, and cuDNN's LSTM
-from JAX (jax_cudnn: backend="cudnn", jax.experimental.rnn; the LSTM in float32 only, its
-error recorded otherwise), forward and forward+backward, interleaved in one process.
+"""LSTM and GRU layers on one GPU: the Pallas whole-sequence kernel, the persistent Mosaic GPU
+kernel, the Pallas step kernel in a scan, this library's scan path, Flax's nnx.RNN, cuDNN from
+JAX (jax_cudnn: the layers' backend="cudnn", jax.experimental.rnn; the LSTM in float32 only,
+its error recorded otherwise) and PyTorch's cuDNN nn.LSTM/nn.GRU in bf16 and fp16 (fp16 is
+where cuDNN runs its persistent algorithm), forward and forward+backward, interleaved in one
+process.
 
     python -m benchmarks.kernels       # writes benchmarks/results/kernels.{json,md}
     python -m benchmarks.kernels --batch=16 --hidden=256 --time=100 --reps=10   # a quick look
+    python -m benchmarks.kernels --dry_run    # on a CPU: lowers every JAX configuration for an
+                                              # H100 (cuda), times nothing, writes nothing
 
 Needs a GPU (torch is optional: without it the cudnn rows are left out). Before timing, every
-implementation of this library (pallas_seq, pallas_step, scan) is checked against cuDNN's
-output and gradients on the same weights (against the scan path in float32 without torch); a
-configuration an implementation cannot run (the whole-sequence kernel when the recurrent
-weights do not fit on chip) is recorded with its error instead of a time. Flax's LSTM gets
-cuDNN's weights and is checked too; its GRU has its own parametrisation and is only timed.
-The cells are the PyTorch-compatible ones: LSTM "NP" (no peepholes) and GRU
+implementation of this library (pallas_seq, pallas_persistent, pallas_step, scan) is checked
+against cuDNN's output and gradients on the same weights (against the scan path in float32
+without torch); a configuration an implementation cannot run (the whole-sequence kernel when
+the recurrent weights do not fit on chip, the persistent kernel where it does not support the
+size) is recorded with its error instead of a time. Flax's LSTM gets cuDNN's weights and is
+checked too; its GRU has its own parametrisation, and JAX's cuDNN LSTM its own weights: they
+are only timed. The cells are the PyTorch-compatible ones: LSTM "NP" (no peepholes) and GRU
 reset_after=True; in_features = hidden.
+
+Anchors (H100, LSTM hidden 768, batch 16, time 1024; FlashRNN's paper): cuDNN fp16 2.01 ms
+forward, 5.19 ms fwd+bwd; FlashRNN 4.87 / 13.61 ms.
 """
 import argparse
 import datetime
 import functools
+import importlib.metadata
 import os
 import pathlib
 import statistics
@@ -35,7 +44,11 @@ from rnn_research.cells import GRUDef, LSTMDef, PRESETS  # noqa: E402
 from rnn_research.layers import recurrence, run  # noqa: E402
 from rnn_research.torch_weights import params_from_torch  # noqa: E402
 
-IMPLS = ("pallas_seq", "pallas_step", "scan", "flax", "cudnn", "jax_cudnn")
+IMPLS = ("pallas_seq", "pallas_persistent", "pallas_step", "scan", "flax", "jax_cudnn",
+         "cudnn", "cudnn_fp16")
+PALLAS_IMPLS = {"pallas_seq": "sequence", "pallas_persistent": "persistent",
+                "pallas_step": "step"}
+TORCH_DTYPES = {"cudnn": None, "cudnn_fp16": "float16"}  # None: the benchmark's dtype
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16, NVIDIA's figure
 TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 
@@ -44,13 +57,15 @@ def parse_args():
   ints = lambda s: [int(v) for v in s.split(",")]
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--cells", default="lstm,gru")
-  p.add_argument("--batch", type=ints, default=[16, 64, 256])
-  p.add_argument("--hidden", type=ints, default=[256, 512, 1024])
-  p.add_argument("--time", type=ints, default=[100, 1000])
+  p.add_argument("--batch", type=ints, default=[16, 64])
+  p.add_argument("--hidden", type=ints, default=[256, 512, 768, 1024])
+  p.add_argument("--time", type=ints, default=[100, 1024])
   p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
   p.add_argument("--impls", default=",".join(IMPLS))
   p.add_argument("--reps", type=int, default=30)
   p.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "kernels"))
+  p.add_argument("--dry_run", action="store_true",
+                 help="lower every JAX configuration for an H100 on this machine; no timing")
   return p.parse_args()
 
 
@@ -73,7 +88,7 @@ class Torch:
     self.torch = torch
     torch.manual_seed(0)
     module = torch.nn.LSTM if kind == "lstm" else torch.nn.GRU
-    self.dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    self.dtype = getattr(torch, dtype)
     self.module = module(hidden, hidden, batch_first=True).cuda().to(self.dtype)
     self.state_dict = {k: v.float().cpu().numpy() for k, v in self.module.state_dict().items()}
 
@@ -101,9 +116,10 @@ class Torch:
     return ys.detach().float().cpu().numpy(), x.grad.float().cpu().numpy()
 
 
-def jax_fns(impl, cell, kind, params, dtype, state_dict=None):
+def jax_fns(impl, cell, kind, params, dtype, state_dict=None, **kernel_options):
   """(forward(xs) -> ys, forward+backward(xs, dys) -> (ys, dxs, dparams)), jitted. Flax's
-  LSTM takes PyTorch's weights from `state_dict` when given (the same gate order)."""
+  LSTM takes PyTorch's weights from `state_dict` when given (the same gate order);
+  `kernel_options` go to the Pallas kernels (platform, interpret)."""
   if impl == "flax":
     make = nnx.OptimizedLSTMCell if kind == "lstm" else nnx.GRUCell
     model = nnx.RNN(make(cell.in_features, cell.hidden_size, dtype=dtype, param_dtype=dtype,
@@ -119,15 +135,16 @@ def jax_fns(impl, cell, kind, params, dtype, state_dict=None):
       h = jnp.zeros((xs.shape[0], cell.hidden_size), dtype)
       return nnx.merge(graph, p, rest)(xs, initial_carry=(h, h) if kind == "lstm" else h)
   else:
-    options = {"pallas_seq": dict(impl="sequence"), "pallas_step": dict(impl="step")}.get(impl)
+    pallas_impl = PALLAS_IMPLS.get(impl)
     backend = "cudnn" if impl == "jax_cudnn" else "scan"
 
     def layer(p, xs):
-      if options is None:
+      if pallas_impl is None:
         return run(cell, p, xs, backend=backend)[0]
       xp = cell.input_projection(p, jnp.swapaxes(xs, 0, 1))
       carry0 = cell.initial_carry((xs.shape[0],), xs.dtype)
-      return jnp.swapaxes(recurrence(cell, p, xp, carry0, backend="pallas", **options)[1], 0, 1)
+      return jnp.swapaxes(recurrence(cell, p, xp, carry0, backend="pallas", impl=pallas_impl,
+                                     **kernel_options)[1], 0, 1)
 
   def fwdbwd(p, xs, dys):
     ys, vjp = jax.vjp(layer, p, xs)
@@ -137,6 +154,38 @@ def jax_fns(impl, cell, kind, params, dtype, state_dict=None):
   # params are arguments, not closed over: Flax's Variables must enter jit as inputs
   forward, backward = jax.jit(layer), jax.jit(fwdbwd)
   return functools.partial(forward, params), functools.partial(backward, params)
+
+
+def dry_run(args):
+  """Lowers forward and forward+backward of every JAX implementation and configuration for an
+  H100 (no GPU needed) -> rows with "lowered" or the error."""
+  from jax.sharding import AbstractDevice, AbstractMesh
+  h100 = AbstractMesh((1,), ("x",), abstract_device=AbstractDevice(
+      device_kind="NVIDIA H100", num_cores=132, platform="cuda"))
+  dtype = jnp.dtype(args.dtype)
+  rows = []
+  for kind in args.cells.split(","):
+    for batch in args.batch:
+      for hidden in args.hidden:
+        for steps in args.time:
+          cell = make_cell(kind, hidden)
+          params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype),
+                                jax.eval_shape(cell.init_params, jax.random.key(0)))
+          xs = jax.ShapeDtypeStruct((batch, steps, hidden), dtype)
+          for impl in [i for i in args.impls.split(",") if i not in ("flax", *TORCH_DTYPES)]:
+            row = dict(cell=kind, batch=batch, hidden=hidden, time=steps, impl=impl)
+            try:
+              forward, backward = jax_fns(impl, cell, kind, params, dtype, platform="gpu",
+                                          interpret=False)
+              with jax.sharding.use_abstract_mesh(h100):
+                for call, call_args in ((forward, (xs,)), (backward, (xs, xs))):
+                  call.func.trace(*call.args, *call_args).lower(lowering_platforms=("cuda",))
+              row["lowered"] = True
+            except Exception as e:  # noqa: BLE001  (reported, not fatal)
+              row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+            print(row, flush=True)
+  return rows
 
 
 def rel_err(out, ref):
@@ -167,16 +216,20 @@ def benchmark(args, kind, batch, hidden, steps, torch, device):
   rng = np.random.default_rng(0)
   inputs = [(jnp.asarray(rng.standard_normal((batch, steps, hidden)), dtype),
              jnp.asarray(rng.standard_normal((batch, steps, hidden)), dtype)) for _ in range(3)]
-  impls = [i for i in args.impls.split(",") if i != "cudnn" or torch is not None]
-  calls, rows, errors, tor = {}, [], {}, None
+  impls = [i for i in args.impls.split(",") if i not in TORCH_DTYPES or torch is not None]
+  calls, rows, errors, tor, torches = {}, [], {}, None, {}
   xs, dys = inputs[0]
-  if "cudnn" in impls:
+  for impl in [i for i in impls if i in TORCH_DTYPES]:
     try:
-      tor = Torch(torch, kind, hidden, args.dtype)
-      ref_ys, ref_dxs = tor.outputs(xs, dys)
+      torches[impl] = Torch(torch, kind, hidden, TORCH_DTYPES[impl] or args.dtype)
+      if impl == "cudnn":
+        tor = torches[impl]
+        ref_ys, ref_dxs = tor.outputs(xs, dys)
     except Exception as e:  # noqa: BLE001  (recorded in the results, not fatal)
-      errors["cudnn"], tor = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}", None
-      impls.remove("cudnn")
+      errors[impl] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+      torches.pop(impl, None)
+      impls.remove(impl)
+  tor = torches.get("cudnn")
   params32 = (params_from_torch(cell, tor.state_dict) if tor else
               cell.init_params(jax.random.key(0)))
   params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params32)
@@ -187,8 +240,8 @@ def benchmark(args, kind, batch, hidden, steps, torch, device):
 
   for impl in impls:
     try:
-      if impl == "cudnn":
-        calls[impl] = {p: [tor.prepare(x, dy, p == "fwdbwd") for x, dy in inputs]
+      if impl in TORCH_DTYPES:
+        calls[impl] = {p: [torches[impl].prepare(x, dy, p == "fwdbwd") for x, dy in inputs]
                        for p in ("fwd", "fwdbwd")}
         continue
       forward, backward = jax_fns(impl, cell, kind, params, dtype,
@@ -235,12 +288,18 @@ def markdown(result):
     ratio = lambda a, b: f"{got[a] / got[b]:.2f}" if got.get(a) and got.get(b) else "-"
     cells = [f"{got[i]:.3f}" if got.get(i) else "-" for i in impls]
     table.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells)
-                 + f" | {ratio('pallas_seq', 'cudnn')} | {ratio('scan', 'pallas_seq')} |")
+                 + f" | {ratio('pallas_persistent', 'cudnn_fp16')} | "
+                 + f"{ratio('pallas_seq', 'cudnn')} | {ratio('scan', 'pallas_seq')} |")
   return head + "\n".join(table) + "\n"
 
 
 def main():
   args = parse_args()
+  if args.dry_run:
+    rows = dry_run(args)
+    failed = [r for r in rows if "error" in r]
+    print(f"{len(rows) - len(failed)} of {len(rows)} lowered; failed: {failed}")
+    return
   torch = torch_or_none()
   device = jax.devices()[0].device_kind
   rows = []
@@ -254,7 +313,9 @@ def main():
             + " ".join(f"--{k}={v if not isinstance(v, list) else ','.join(map(str, v))}"
                        for k, v in vars(args).items() if k != "out"),
             "device": device, "platform": jax.default_backend(), "jax": jax.__version__,
+            "jaxlib": importlib.metadata.version("jaxlib"),
             "torch": torch.__version__ if torch else None,
+            "cudnn": torch.backends.cudnn.version() if torch else None,
             "date": datetime.date.today().isoformat(), "rows": rows}
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@
     cpu  interpret mode: no padding, whatever blocks the caller asks for.
 
 The whole-sequence kernel keeps every recurrent weight on chip for the whole loop; `fits`
-says whether they do (GPU: shared memory of one CTA; TPU: VMEM), else the step kernel runs.
+says whether they do (GPU: shared memory of one CTA; TPU: the chip generation's VMEM), else
+the persistent kernel (GPU) or the step kernel runs.
 """
 import dataclasses
 import functools
@@ -20,17 +21,23 @@ import jax.numpy as jnp
 
 PLATFORMS = ("gpu", "tpu", "cpu")
 
+MiB = 1024 * 1024
 # On-chip budgets for the recurrent weights of the whole-sequence kernel. GPU: one CTA's
 # shared memory (232448 B on an H100). Ahead-of-time H100 compiles (forward and backward)
 # passed for bf16 GRU at H=128 (96 KiB of weights) and overflowed for bf16 LSTM at H=128
-# (128 KiB; 270336 B requested). TPU: VMEM of the smallest chip (v4, 16 MiB) less the
-# double-buffered input and output blocks.
-WEIGHT_BUDGET_BYTES = {"gpu": 100 * 1024, "tpu": 12 * 1024 * 1024, "cpu": 1 << 62}
+# (128 KiB; 270336 B requested). TPU: the chip's VMEM (`TPU_VMEM_BYTES`) less
+# TPU_BUFFER_BYTES for the double-buffered input and output blocks.
+WEIGHT_BUDGET_BYTES = {"gpu": 100 * 1024, "cpu": 1 << 62}
+TPU_BUFFER_BYTES = 4 * MiB
+# Physical VMEM per TensorCore, probed with libtpu 0.0.51 (shared/research/pallas-persistent.md).
+TPU_VMEM_BYTES = {"v4": 16 * MiB, "v5p": 64 * MiB, "v5e": 128 * MiB, "v6e": 128 * MiB,
+                  "7x": 64 * MiB}
+TPU_DEFAULT_CHIP = "v4"  # the smallest VMEM: the budgets where the chip is unknown
 TPU_TIME_BLOCK = 16
-# VMEM the TPU kernels plan to use: under the smallest chip's 16 MiB (v4) and the default
-# scoped limit, with 2 MiB left to Mosaic. An AOT compile for v4 at H=1024, bf16 overflowed
-# (16.95M) with 16-step chunks before the chunk length was sized by this.
-TPU_VMEM_PLAN_BYTES = 14 * 1024 * 1024
+# VMEM the TPU kernels plan to use: the chip's less 2 MiB left to Mosaic. An AOT compile for
+# v4 at H=1024, bf16 overflowed (16.95M) with 16-step chunks before the chunk length was sized
+# by this.
+TPU_MOSAIC_RESERVE_BYTES = 2 * MiB
 GPU_BATCH_BLOCK = 16
 TPU_MAX_BATCH_BLOCK = 256
 GPU_K_BLOCK = 64  # contraction chunk of the step kernel's matmul on Triton
@@ -51,16 +58,30 @@ def default_platform() -> str:
   return "gpu" if backend in ("gpu", "cuda", "rocm") else backend
 
 
+def tpu_chip(device_kind: str) -> str:
+  """The TPU generation (a key of TPU_VMEM_BYTES) of a device kind ("TPU v5 lite", ...)."""
+  kind = device_kind.lower().replace(" ", "")
+  for marker, chip in (("v5lite", "v5e"), ("v5e", "v5e"), ("v6lite", "v6e"), ("v6e", "v6e"),
+                       ("v5p", "v5p"), ("v5", "v5p"), ("7x", "7x"), ("v4", "v4")):
+    if marker in kind:
+      return chip
+  return TPU_DEFAULT_CHIP
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
   """platform: "gpu", "tpu" or "cpu". interpret: False (compile for the platform), True
-  (the HLO interpreter) or a `pltpu.InterpretParams` (TPU simulation, races detected)."""
+  (the HLO interpreter) or a `pltpu.InterpretParams` (TPU simulation, races detected).
+  chip: the TPU generation, a key of TPU_VMEM_BYTES (sizes the VMEM budgets)."""
   platform: str
   interpret: Any = False
+  chip: str = TPU_DEFAULT_CHIP
 
   def __post_init__(self):
     if self.platform not in PLATFORMS:
       raise ValueError(f"platform must be one of {PLATFORMS}, got {self.platform!r}")
+    if self.chip not in TPU_VMEM_BYTES:
+      raise ValueError(f"chip must be one of {sorted(TPU_VMEM_BYTES)}, got {self.chip!r}")
     if self.platform == "cpu" and self.interpret is False:
       raise ValueError("interpret must be set on the cpu platform: Pallas runs there only in "
                        "interpret mode")
@@ -98,7 +119,7 @@ class Target:
     if block_t is None:
       if self.platform != "tpu":
         return num_steps
-      room = TPU_VMEM_PLAN_BYTES - weight_bytes
+      room = self.vmem_plan_bytes - weight_bytes
       return max(1, min(TPU_TIME_BLOCK, num_steps, room // max(2 * step_bytes, 1)))
     if self.platform == "gpu" and block_t != num_steps:
       raise ValueError(f"block_t must be the whole sequence ({num_steps}) on gpu, where "
@@ -117,8 +138,20 @@ class Target:
     than reading them from their VMEM refs at each step (Mosaic: no register spills)."""
     return self.platform != "tpu"
 
+  @property
+  def vmem_plan_bytes(self) -> int:
+    """VMEM the TPU kernels plan to use on this chip."""
+    return TPU_VMEM_BYTES[self.chip] - TPU_MOSAIC_RESERVE_BYTES
+
+  @property
+  def weight_budget(self) -> int:
+    """Bytes of weights the whole-sequence kernel may keep on chip for the whole loop."""
+    if self.platform == "tpu":
+      return TPU_VMEM_BYTES[self.chip] - TPU_BUFFER_BYTES
+    return WEIGHT_BUDGET_BYTES[self.platform]
+
   def fits(self, weight_bytes: int) -> bool:
-    return weight_bytes <= WEIGHT_BUDGET_BYTES[self.platform]
+    return weight_bytes <= self.weight_budget
 
   def weight_spec(self, block_shape, index_map):
     """A BlockSpec for an operand whose block never changes: single-buffered on TPU."""
@@ -136,7 +169,8 @@ class Target:
       from jax.experimental.pallas import tpu as pltpu
       # Mosaic's default scoped VMEM limit is 16-32 MiB depending on the chip; ask for more
       # only when the estimate needs it.
-      limit = _round_up(int(vmem_bytes * 1.25), 1 << 20) if vmem_bytes > (16 << 20) else None
+      limit = (min(_round_up(int(vmem_bytes * 1.25), MiB), TPU_VMEM_BYTES[self.chip])
+               if vmem_bytes > 16 * MiB else None)
       return pltpu.CompilerParams(dimension_semantics=semantics, vmem_limit_bytes=limit)
     return None
 
@@ -149,13 +183,18 @@ def block_spec(block_shape, index_map, **options):
   return pl.BlockSpec(block_shape, int32_map, **options)
 
 
-def resolve(platform: str | None = None, interpret: Any = None) -> Target:
+def resolve(platform: str | None = None, interpret: Any = None,
+            chip: str | None = None) -> Target:
   """The target for a call: `platform` defaults to JAX's default backend; `interpret`
-  defaults to True on the cpu and False elsewhere."""
+  defaults to True on the cpu and False elsewhere; `chip` to the TPU generation of the
+  first device where it is a TPU, else the one of least VMEM (v4)."""
   platform = default_platform() if platform is None else platform
   if interpret is None:
     interpret = platform == "cpu"
-  return Target(platform, interpret)
+  if chip is None:
+    device = jax.devices()[0]
+    chip = tpu_chip(device.device_kind) if device.platform == "tpu" else TPU_DEFAULT_CHIP
+  return Target(platform, interpret, chip)
 
 
 def supported_platform(platform: str | None = None) -> bool:

@@ -4,16 +4,18 @@
 
 It packs the library's params and the options into the kernels' layout (padded to the
 platform's tiles; with head-wise recurrence each head padded on its own), runs the
-whole-sequence kernel, or the step kernel in a scan where the recurrent weights one program
-holds (a head's blocks, with heads) do not fit on chip (logged once), and unpacks. Gradients
-reach the library params through the packing, which is plain jnp.
+whole-sequence kernel, or where the recurrent weights one program holds (a head's blocks,
+with heads) do not fit on chip, the persistent kernel (`persistent`: NVIDIA GPUs, R split
+over many thread blocks) where it supports the cell, the sizes and the options, else the step
+kernel in a scan (the choice logged once), and unpacks. Gradients reach the library params
+through the packing, which is plain jnp.
 """
 import jax
 import jax.numpy as jnp
 
-from kernels import autodiff, platforms, programs, sequence, step
+from kernels import autodiff, persistent, platforms, programs, sequence, step
 
-IMPLS = ("sequence", "step")
+IMPLS = ("sequence", "persistent", "step")
 
 
 def supports(cell, platform: str | None = None) -> bool:
@@ -45,7 +47,7 @@ def _check_inner_matrices(target: platforms.Target, program: programs.Program) -
     raise ValueError(
         f"hidden_size={cell.hidden_size} is too large for the Pallas kernels on gpu: the "
         f"matrices inside {type(cell).__name__}'s gate math (LSTMP's P, R_n, ...) take "
-        f"{size} bytes in f32, more than the {platforms.WEIGHT_BUDGET_BYTES['gpu']} one "
+        f"{size} bytes in f32, more than the {target.weight_budget} one "
         f"kernel program may hold; use backend='scan' (or 'auto')")
 
 
@@ -67,17 +69,67 @@ def _step_bytes(program: programs.Program, packed: programs.Packed, block_b: int
 
 
 def choose_impl(target: platforms.Target, cell, program: programs.Program,
-                packed: programs.Packed) -> str:
-  """The whole-sequence kernel where the weights fit on chip, else the step kernel."""
+                packed: programs.Packed, persistent_why: str | None) -> str:
+  """The whole-sequence kernel where the weights fit on chip, else the persistent kernel where
+  it can run (`persistent_why` is None), else the step kernel."""
   size = _weight_bytes(program, packed)
   if target.fits(size):
     return "sequence"
-  platforms.log_once(
-      f"Pallas: the recurrent weights of {type(cell).__name__}(hidden_size="
-      f"{cell.hidden_size}) take {size} bytes, more than the "
-      f"{platforms.WEIGHT_BUDGET_BYTES[target.platform]} the whole-sequence kernel may keep on "
-      f"chip on {target.platform}; running the step kernel in a scan instead.")
+  budget = (f"the recurrent weights of {type(cell).__name__}(hidden_size={cell.hidden_size}) "
+            f"take {size} bytes, more than the {target.weight_budget} the whole-sequence kernel "
+            f"may keep on chip on {_where(target)}")
+  if persistent_why is None:
+    platforms.log_once(f"Pallas: {budget}; running the persistent kernel (R split over "
+                       f"thread blocks) instead.")
+    return "persistent"
+  reason = f" (the persistent kernel cannot: {persistent_why})" if target.platform == "gpu" else ""
+  platforms.log_once(f"Pallas: {budget}; running the step kernel in a scan instead{reason}.")
   return "step"
+
+
+def _where(target: platforms.Target) -> str:
+  return f"tpu {target.chip}" if target.platform == "tpu" else target.platform
+
+
+def _num_sms() -> int:
+  """Streaming multiprocessors of the first device (an H100's where none says: lowering
+  without a GPU)."""
+  return getattr(jax.devices()[0], "core_count", None) or persistent.H100_SMS
+
+
+def _persistent_plan(target: platforms.Target, program: programs.Program, batch: int, w_dtype,
+                     xp_dtype, options, lengths) -> tuple[int, str | None]:
+  """(cluster size, None) where the persistent kernel can run this call, else (0, why not)."""
+  if target.platform not in ("gpu", "cpu"):
+    return 0, "it runs on NVIDIA GPUs only"
+  if target.platform == "gpu" and target.interpret:
+    return 0, "it is interpreted only on the cpu platform (as one cluster)"
+  why = persistent.unsupported(program, resets=options.resets is not None,
+                               h_mask=options.h_mask is not None,
+                               keeps=options.keeps is not None and any(
+                                   k is not None for k in options.keeps))
+  if why is not None:
+    return 0, why
+  if target.platform == "cpu":  # GPU interpret mode: one cluster of 2 CTAs (or 1)
+    return 2 if program.cell.hidden_size % 32 == 0 else 1, None
+  return persistent.plan(program, program.cell.hidden_size, batch, w_dtype, xp_dtype,
+                         lengths is not None, _num_sms())
+
+
+def _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret):
+  """The persistent kernel's config; on the cpu the interpretable form (one cluster, races
+  detected)."""
+  wide = platforms.Target("gpu").hidden_size(padded_n) if target.platform == "gpu" else padded_n
+  backward = step.StepConfig(program, target, block_b,
+                             min(wide, step.GPU_HIDDEN_BLOCK) if target.platform == "gpu"
+                             else wide, grad_clip)
+  if target.platform == "cpu":
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+    if not isinstance(interpret, plgpu.InterpretGPUParams):
+      interpret = plgpu.InterpretGPUParams(detect_races=True)
+    return persistent.PersistentConfig(program, padded_n, cluster, backward, wide,
+                                       barrier="cluster", interpret=interpret)
+  return persistent.PersistentConfig(program, persistent.UNITS, cluster, backward, wide)
 
 
 def _padded_sizes(target: platforms.Target, program: programs.Program) -> tuple[int, int]:
@@ -117,7 +169,8 @@ def _keep_layout(program, layout, keep, k, shape, padded_shape):
 
 
 def recurrence(cell, params, xp, carry0, lengths, options, *,
-               platform: str | None = None, interpret=None, impl: str | None = None,
+               platform: str | None = None, interpret=None, chip: str | None = None,
+               impl: str | None = None,
                block_b: int | None = None, block_t: int | None = None,
                block_n: int | None = None):
   """Runs the recurrence on the Pallas kernels (the "pallas" backend of
@@ -133,7 +186,11 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
       recomputes the gates, and the recurrent weights' gradients are one matmul after it.
     platform: "gpu", "tpu" or "cpu" (default: JAX's default backend).
     interpret: True / `pltpu.InterpretParams` to interpret (default: only on the cpu).
-    impl: "sequence" or "step" (default: "sequence" where the weights fit on chip).
+    chip: the TPU generation ("v4", "v5e", "v5p", "v6e", "7x"), which sizes the VMEM
+      budgets (default: the device's; v4, the smallest, where there is none).
+    impl: "sequence", "persistent" or "step" (default: "sequence" where the weights fit on
+      chip, else "persistent" where it can run, else "step"); "persistent" on the cpu runs
+      its one-cluster form in GPU interpret mode (races detected).
     block_b, block_t, block_n: batch, time (sequence kernel) and hidden (step kernel)
       blocks; default: the platform's.
 
@@ -141,7 +198,7 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
     (final carry, ys [T, B, out]) with the dtype of carry0.
   """
   program = programs.program_for(cell)
-  target = platforms.resolve(platform, interpret)
+  target = platforms.resolve(platform, interpret, chip)
   _check_inner_matrices(target, program)
   if impl is not None and impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -154,8 +211,22 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
   padded_b, block_b = target.batch_blocks(batch, xp.dtype, block_b)
   padded_n, padded_ny = _padded_sizes(target, program)
   packed = program.pack(params, xp, carry0, padded_b, padded_n, padded_ny)
+  cluster, persistent_why = 0, "not asked for"
+  if impl in (None, "persistent"):
+    w_dtype = params[cell.recurrent_weights[0]].dtype
+    cluster, persistent_why = _persistent_plan(target, program, batch, w_dtype, xp.dtype,
+                                               options, lengths)
+  if impl == "persistent" and persistent_why is not None:
+    raise ValueError(f"impl='persistent' cannot run {type(cell).__name__}(hidden_size="
+                     f"{cell.hidden_size}) here: {persistent_why}")
+  impl = impl or choose_impl(target, cell, program, packed, persistent_why)
+  if impl == "persistent":
+    units = persistent.UNITS if target.platform == "gpu" else cell.hidden_size
+    padded_n, padded_b = persistent.padded_sizes(cell.hidden_size, batch, units)
+    padded_ny = padded_n
+    block_b = min(padded_b, platforms.GPU_BATCH_BLOCK) if target.platform == "gpu" else padded_b
+    packed = program.pack(params, xp, carry0, padded_b, padded_n, padded_ny)
   layout = program.layout(padded_n, padded_ny)
-  impl = impl or choose_impl(target, cell, program, packed)
 
   if impl == "sequence":
     block_t = target.time_block(num_steps, block_t,
@@ -178,6 +249,10 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
                                   grad_clip)
     seqs, finals = sequence.fused_sequence(cfg, xp_k, packed.states0, packed.weights,
                                            packed.small, *extras)
+  elif impl == "persistent":
+    cfg = _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret)
+    seqs, finals = persistent.persistent_sequence(cfg, xp_k, packed.states0, packed.weights,
+                                                  packed.small, lengths_k)
   else:
     cfg = step.StepConfig(program, target, block_b,
                           step.hidden_block(program, target, packed, block_n), grad_clip)

@@ -422,7 +422,7 @@ def _scan_forward(cfg, xp, states0, weights, small, extras):
   return seqs, finals
 
 
-def _scan_backward(cfg, xp, entering, d_seqs, d_finals, weights, small, extras):
+def scan_backward(cfg, xp, entering, d_seqs, d_finals, weights, small, extras):
   p = cfg.program
 
   def body(carry, inputs):
@@ -442,7 +442,7 @@ def _scan_backward(cfg, xp, entering, d_seqs, d_finals, weights, small, extras):
   return d_xp, d_rp, tuple(a + b for a, b in zip(d_states, d_resets)), d_small
 
 
-_stepped_op = autodiff.sequence_op(_scan_forward, _scan_backward)
+_stepped_op = autodiff.sequence_op(_scan_forward, scan_backward)
 
 
 def stepped_sequence(cfg: StepConfig, xp, states0, weights, small, lengths, resets=None,

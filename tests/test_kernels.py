@@ -114,7 +114,8 @@ def test_gpu_blocks_in_interpret_mode_fall_back_to_the_step_kernel(rng, caplog):
   assert [r.getMessage() for r in caplog.records if "step kernel" in r.getMessage()] == [
       "Pallas: the recurrent weights of LSTMDef(hidden_size=100) take 262144 bytes, more than "
       "the 102400 the whole-sequence kernel may keep on chip on gpu; running the step kernel "
-      "in a scan instead."]
+      "in a scan instead (the persistent kernel cannot: it is interpreted only on the cpu "
+      "platform (as one cluster))."]
 
 
 @pytest.mark.parametrize("case", [c for c in KERNEL_CASES if c.name in (
@@ -185,3 +186,32 @@ def test_bad_arguments(rng):
     pallas(GRUDef(4, 6), params, xp, carry0, platform="cpu", interpret=False)
   with pytest.raises(ValueError, match="backend must be one of"):
     run(GRUDef(4, 6), params, jnp.swapaxes(xs, 0, 1), backend="triton")
+
+
+@pytest.mark.parametrize("device_kind,chip", [
+    ("TPU v4", "v4"), ("TPU v5 lite", "v5e"), ("TPU v5e", "v5e"), ("TPU v5p", "v5p"),
+    ("TPU v5", "v5p"), ("TPU v6 lite", "v6e"), ("TPU7x", "7x"), ("TPU v9", "v4")])
+def test_tpu_chip_of_device_kind(device_kind, chip):
+  assert platforms.tpu_chip(device_kind) == chip
+
+
+@pytest.mark.parametrize("chip,dtype,expected", [
+    ("v4", jnp.bfloat16, "sequence"), ("v4", jnp.float32, "step"),
+    ("v5e", jnp.float32, "sequence"), ("v6e", jnp.float32, "sequence")])
+def test_tpu_chip_sizes_the_vmem_budget(chip, dtype, expected, caplog):
+  """LSTM R at hidden 1024 (8 MiB bf16, 16 MiB f32) stays in VMEM for the whole sequence where
+  the chip holds it; v4's 16 MiB does not hold it in f32: the step kernel, logged."""
+  platforms.log_once.cache_clear()
+  cell = LSTMDef(8, 1024, PRESETS["NP"])
+  params = {k: jax.ShapeDtypeStruct(s, dtype) for k, s in cell.param_shapes().items()}
+  xp = jax.ShapeDtypeStruct((4, 8, 4 * 1024), dtype)
+  carry0 = jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, dtype),
+                        cell.initial_carry((8,)))
+  with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
+    jax.eval_shape(lambda *a: recurrence(cell, *a, backend="pallas", platform="tpu",
+                                         interpret=False, chip=chip), params, xp, carry0)
+  messages = [r.getMessage() for r in caplog.records]
+  assert messages == ([] if expected == "sequence" else [
+      "Pallas: the recurrent weights of LSTMDef(hidden_size=1024) take 16777216 bytes, more "
+      "than the 12582912 the whole-sequence kernel may keep on chip on tpu v4; running the "
+      "step kernel in a scan instead."])

@@ -7,12 +7,14 @@ where the packages are missing; run them with
     JAX_PLATFORMS=cpu python -m pytest tests/test_kernels_aot.py
 """
 import importlib.util
+import logging
 import warnings
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from kernels import platforms
 from rnn_research.layers import recurrence
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
 
@@ -41,7 +43,7 @@ needs_cuda_plugin = pytest.mark.skipif(not installed("jax_plugins.xla_cuda13"),
                                        reason="jax-cuda13-plugin is not installed")
 
 
-def compile_grads(cell, platform, sharding, dtype, batch=16, steps=32):
+def compile_grads(cell, platform, sharding, dtype, batch=16, steps=32, **kernel_options):
   """AOT-compiles the gradient of a loss on the kernels' outputs (default impl choice)."""
   spec = lambda shape, dt=dtype: jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
   params = {k: spec(s) for k, s in cell.param_shapes().items()}
@@ -50,7 +52,8 @@ def compile_grads(cell, platform, sharding, dtype, batch=16, steps=32):
 
   def grads(params, xp, carry0):
     def loss(*args):
-      out = recurrence(cell, *args, backend="pallas", platform=platform, interpret=False)
+      out = recurrence(cell, *args, backend="pallas", platform=platform, interpret=False,
+                       **kernel_options)
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(out))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 
@@ -71,12 +74,33 @@ def test_compiles_for_tpu(topology, cell, dtype):
   compile_grads(cell, "tpu", jax.sharding.SingleDeviceSharding(device), dtype)
 
 
+@needs_libtpu
+@pytest.mark.parametrize("topology,chip", [("v4=1x1x1", "v4"), ("v5e=1x1", "v5e"),
+                                           ("v6e=1x1", "v6e")])
+@pytest.mark.parametrize("hidden", [256, 512, 768, 1024])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "f32"])
+def test_sequence_kernel_keeps_r_in_vmem_per_generation(topology, chip, hidden, dtype, caplog):
+  """R in VMEM for the whole sequence up to hidden 1024 in bf16 on every chip, in f32 where
+  the chip's VMEM holds it (not v4's 16 MiB at 1024: the step kernel, logged)."""
+  from jax.experimental import topologies
+  cell = LSTMDef(hidden, hidden, PRESETS["NP"])
+  device = topologies.get_topology_desc(topology, platform="tpu").devices[0]
+  platforms.log_once.cache_clear()
+  with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
+    compile_grads(cell, "tpu", jax.sharding.SingleDeviceSharding(device), dtype, chip=chip)
+  r_bytes = 4 * hidden * hidden * jnp.dtype(dtype).itemsize
+  falls_back = r_bytes > platforms.Target("tpu", chip=chip).weight_budget
+  assert falls_back == (chip == "v4" and hidden == 1024 and dtype == jnp.float32)
+  assert any(f"on tpu {chip}; running the step kernel" in r.getMessage()
+             for r in caplog.records) == falls_back
+
+
 @needs_cuda_plugin
 @pytest.mark.parametrize("cell,dtype", [
     (LSTMDef(64, 64, PRESETS["NP"]), jnp.bfloat16),  # the sequence kernel
     (GRUDef(128, 128), jnp.bfloat16),  # the sequence kernel, 96 KiB of R
-    (LSTMDef(128, 128, PRESETS["NP"]), jnp.bfloat16),  # 128 KiB: the step kernel
-    (LSTMDef(1024, 1024, PRESETS["NP"]), jnp.bfloat16),  # the step kernel, chunked contraction
+    (LSTMDef(128, 128, PRESETS["NP"]), jnp.bfloat16),  # 128 KiB: the persistent kernel
+    (LSTMDef(1024, 1024, PRESETS["NP"]), jnp.bfloat16),  # persistent forward, step backward
     (GRUDef(128, 128, reset_after=False), jnp.float32),  # R_n (64 KiB) whole in the step kernel
     (LSTMDef(128, 128, PRESETS["V"], proj_size=64), jnp.bfloat16),
 ], ids=["lstm64", "gru128", "lstm128", "lstm1024", "gru-cho128-f32", "lstmp128"])

@@ -228,10 +228,16 @@ class CellDef:
 
   # -- derived ----------------------------------------------------------------------------
   def init_params(self, key: Array, dtype=jnp.float32) -> Params:
-    """Fresh parameters: {name: array} with the shapes of `param_inits`."""
+    """Fresh parameters: {name: array} with the shapes of `param_inits`, in `dtype`.
+
+    They are drawn in at least float32 and then cast, so a low-precision dtype (bfloat16,
+    float16) gets the same values, rounded, as float32 (the orthogonal initialiser's QR
+    accepts no dtype below float32)."""
     inits = self.param_inits()
     keys = jax.random.split(key, len(inits))
-    return {name: init(k, shape, dtype) for k, (name, (shape, init)) in zip(keys, inits.items())}
+    draw_dtype = jnp.promote_types(dtype, jnp.float32)
+    return {name: init(k, shape, draw_dtype).astype(dtype)
+            for k, (name, (shape, init)) in zip(keys, inits.items())}
 
   def param_shapes(self) -> dict[str, tuple[int, ...]]:
     return {name: shape for name, (shape, _) in self.param_inits().items()}
