@@ -27,8 +27,7 @@ from ml_collections import config_flags
 
 from launch import cli, cores, estimate, progress
 from launch import study as studies
-from launch.sweep import (check, count_done, describe_outcomes, describe_plan, outcomes, prepare,
-                          prepare_data)
+from launch.sweep import check, describe_outcomes, describe_plan, outcomes, prepare, prepare_data
 from launch.worker import run_worker
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The study: experiments/<study>.py[:arg].")
