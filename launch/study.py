@@ -2,8 +2,9 @@
 (an SQLite file in the sweep directory by default, or any database URL Optuna accepts).
 
 Trial records (what the report reads, see rnn_research/analysis):
-  completed: state COMPLETE, value = best validation NLL, user_attrs status="completed",
-             test_nll, valid_nll, best_epoch, num_params, baseline_nll, variant, data, workdir
+  completed: state COMPLETE, value = the declared metric at the best validation epoch
+             (valid_<metric>), user_attrs status="completed", the result's valid_* and test_*
+             metrics, best_epoch, num_params, baseline_nll, variant, data, workdir
   diverged:  state FAIL, user_attrs status="diverged", diverged_step (and the rest but NLLs)
   interrupted (a worker was killed): state FAIL without status, and an enqueued retry with the
              same params and workdir, which resumes from the trial's checkpoint. A launcher
@@ -65,9 +66,11 @@ def _quiet():
     yield
 
 
-def open_study(storage, name: str, variant: str) -> optuna.Study:
-  return optuna.create_study(storage=storage, study_name=f"{name}/{variant}", direction="minimize",
-                             sampler=optuna.samplers.RandomSampler(), load_if_exists=True)
+def open_study(storage, study, variant: str) -> optuna.Study:
+  """The Optuna study of `variant` of the declared `study` (rnn_research.declaration.Study)."""
+  return optuna.create_study(storage=storage, study_name=study.study_name(variant),
+                             direction=study.direction, sampler=optuna.samplers.RandomSampler(),
+                             load_if_exists=True)
 
 
 def is_done(trial: optuna.trial.FrozenTrial) -> bool:
@@ -190,10 +193,11 @@ def heartbeats(storage, trials: list[optuna.Trial]):
     thread.join()
 
 
-def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) -> None:
-  """Stores a train_and_evaluate result on the trial and finishes it, unless the trial was
-  failed meanwhile as stale (a heartbeat late by more than the grace period): then its retry
-  records the result."""
+def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict,
+           objective: str = "valid_nll") -> None:
+  """Stores a train_and_evaluate result on the trial and finishes it with the result's
+  `objective` (the declaration's), unless the trial was failed meanwhile as stale (a heartbeat
+  late by more than the grace period): then its retry records the result."""
   try:
     for key, value in {**attrs, **result}.items():
       trial.set_user_attr(key, value)
@@ -204,4 +208,4 @@ def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) 
   if result["status"] == "diverged":
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
   else:
-    study.tell(trial, result["valid_nll"])
+    study.tell(trial, result[objective])

@@ -4,7 +4,7 @@ import dataclasses
 import pathlib
 
 from launch import study as studies
-from rnn_research import tasks
+from rnn_research import declaration, tasks
 from rnn_research.experiment import load_module
 from rnn_research.workdir import bind_config
 
@@ -25,22 +25,31 @@ def default_sweep_dir(config_argument: str) -> str:
 
 
 def check_config(config, module) -> None:
-  """Refuses an unknown variant or an empty search space before any trial starts. Variants are
-  LSTM presets unless the study module has its own `check_variant(name)`."""
-  from rnn_research.cells import lstm_spec  # pylint: disable=g-import-not-at-top
-  for variant in config.variants:
-    getattr(module, "check_variant", lstm_spec)(variant)
-  if not module.search_space():
-    raise ValueError("the study's search_space() is empty: nothing to sample")
+  """Refuses, before any trial starts, a study config whose declaration does not hold (see
+  rnn_research.declaration), a variant it does not declare (or its module does not accept),
+  a trial key its variants or space set that the trial config lacks, or a report section the
+  report does not know."""
+  from rnn_research.analysis import report  # pylint: disable=g-import-not-at-top
+  study = declaration.of(config)
+  declaration.check_variants(module, config)
+  report.check_sections(study.report)
   if config.trials_per_variant < 1:
     raise ValueError(f"trials_per_variant must be >= 1, got {config.trials_per_variant}")
+  if not hasattr(module, "trial_config"):
+    params = {name: p.choices[0] if p.scale == "categorical" else p.low
+              for name, p in study.space.items()}
+    for variant in config.variants:
+      study.trial_config(config, variant, params, seed=0)
 
 
 def prepare_data(config, module) -> None:
   """Builds the sweep's data once, before the workers start (they would race to build it): the
-  study module's `prepare_data(config)` if it has one, else the next-step dataset it names."""
+  study module's `prepare_data(config)` if it has one, else the next-step dataset it names
+  (the other tasks make their data in the trial)."""
   if hasattr(module, "prepare_data"):
     module.prepare_data(config)
+    return
+  if config.trial.task != "next_step":
     return
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.tasks.next_step import DATASETS  # pylint: disable=g-import-not-at-top
@@ -53,8 +62,11 @@ def count_done(variant_studies) -> int:
              for t in study.get_trials(deepcopy=False))
 
 
-def _complete_trial(record: dict) -> dict:
-  """A stored sweep record with its study's trial config completed (tasks.complete_record)."""
+def complete_record(record: dict) -> dict:
+  """A stored sweep record in the current form: the declaration of a built-in study's sweep
+  written before studies declared themselves (declaration.complete_sweep_record), and its
+  trial config completed (tasks.complete_record)."""
+  record = declaration.complete_sweep_record(record)
   config = record["config"]
   if "trial" not in config:
     return record
@@ -75,9 +87,10 @@ def prepare(config, config_argument: str, sweep_dir: str | None, storage: str | 
   bind_config(sweep_dir, "sweep.json", {"study": study_file, "config": config.to_dict()},
               overwrite, kind="a sweep",
               remedy="pass --overwrite to delete it, or choose another --sweep_dir",
-              normalise=_complete_trial)
+              normalise=complete_record)
   url = studies.storage_url(sweep_dir, storage)
   opened = opened or studies.open_storage(url)
-  variant_studies = [studies.open_study(opened, config.name, v) for v in config.variants]
+  study = declaration.of(config)
+  variant_studies = [studies.open_study(opened, study, v) for v in config.variants]
   prepare_data(config, module)
   return Sweep(sweep_dir, study_file, module, url, opened, variant_studies)

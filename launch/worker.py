@@ -13,6 +13,7 @@ import ml_collections
 from absl import logging
 
 from launch import study as studies
+from rnn_research import declaration
 from rnn_research.experiment import load_module
 
 
@@ -39,7 +40,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
     storage = studies.open_storage(storage_url, heartbeat)
     variants = list(config.variants)
     variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
-    claimer = _Claimer(storage_url, storage, sweep_dir, config, module, variants)
+    claimer = _Claimer(storage_url, storage, sweep_dir, config, variants)
   trained = 0
   while True:
     claim = claimer.next() if claimer else None
@@ -48,7 +49,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       return trained
     variant = pack["variant"]
     workdirs = [sweep_dir / t["workdir"] for t in pack["trials"]]
-    configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
+    configs = [declaration.trial_config(module, config, variant, t["params"], t["seed"])
                for t in pack["trials"]]
     for t in pack["trials"]:
       print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
@@ -58,7 +59,8 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       for trial, workdir, trial_config, result in zip(claim.trials, workdirs, configs, results):
         studies.record(trial, claim.study, result, {
             "variant": variant, "workdir": str(workdir.relative_to(sweep_dir)),
-            "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]})
+            "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]
+        }, claimer.study.objective)
     trained += len(workdirs)
 
 
@@ -86,11 +88,11 @@ class _Claim:
 class _Claimer:
   """Claims the next pack of trials of the sweep's variants (the first variant first)."""
 
-  def __init__(self, storage_url: str, storage, sweep_dir, config, module, variants):
+  def __init__(self, storage_url: str, storage, sweep_dir, config, variants):
     self.storage, self._url, self._sweep_dir = storage, storage_url, sweep_dir
-    self._config, self._module = config, module
-    self._studies = {v: studies.open_study(storage, config.name, v) for v in variants}
-    self._space = module.search_space()
+    self._config, self.study = config, declaration.of(config)
+    self._studies = {v: studies.open_study(storage, self.study, v) for v in variants}
+    self._space = self.study.distributions()
     if storage.get_heartbeat_interval():
       for study in self._studies.values():
         studies.adopt_running(storage, study)
@@ -104,7 +106,7 @@ class _Claimer:
         trials = studies.claim_trials(
             study, self._config.trials_per_variant, self._space,
             studies.claim_lock(self._url, self._sweep_dir, study.study_name),
-            self._config.pack_size, self._module.PACK_SHARED_PARAMS)
+            self._config.pack_size, self.study.pack_shared)
         if trials:
           return _Claim(self.storage, variant, study, trials)
       interval = self.storage.get_heartbeat_interval()
