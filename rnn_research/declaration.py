@@ -92,6 +92,8 @@ class Study:
   """A study's declaration (see the module docstring).
 
   variants: name -> its trial settings, {dotted or nested trial key: value}.
+  data: the data set the variants train on; None: the trial config's `data` (`config` makes
+    the declaration's a reference to it, so --config.trial.data changes both).
   baseline: the variant the report tests every other against (None: a study whose report
     has no "tests" section).
   metric: the trials' result key without its split: the sampler sees `valid_<metric>` (the
@@ -103,7 +105,7 @@ class Study:
   name: str
   variants: dict
   space: dict
-  data: str
+  data: str | None = None
   baseline: str | None = None
   metric: str = "nll"
   direction: str = "minimize"
@@ -188,15 +190,16 @@ class Study:
 
   def config(self, trial, *, trials_per_variant: int, pack_size: int = 1,
              **fields) -> ml_collections.ConfigDict:
-    """A study module's config, locked: `study` (this declaration, its data a reference to the
-    trial's), `variants` (the ones a sweep runs: all by default; --config.variants picks
+    """A study module's config, locked: `study` (this declaration; its data, if None, a
+    reference to the trial's), `variants` (the ones a sweep runs: all by default; --config.variants picks
     some), `trials_per_variant`, `pack_size` (> 1: trials of a variant that share
     `pack_shared` train as one program), `trial` (the base trial config) and any other
     `fields` the module reads."""
     config = ml_collections.ConfigDict(dict(
         study=self.to_dict(), variants=tuple(self.variants),
         trials_per_variant=trials_per_variant, pack_size=pack_size, trial=trial, **fields))
-    config.study.data = config.trial.get_ref("data")
+    if self.data is None:
+      config.study.data = config.trial.get_ref("data")
     config.lock()
     return config
 
@@ -260,9 +263,11 @@ def complete_sweep_record(record: dict) -> dict:
     return record
   from rnn_research.experiment import load_module  # pylint: disable=g-import-not-at-top
   module = load_module(str(EXPERIMENTS / f"{stem}.py"))
-  study = module.declare(ml_collections.ConfigDict(config))
+  study = module.declare(ml_collections.ConfigDict(config)).to_dict()
+  if study["data"] is None:  # the trial's, as `Study.config` resolves it
+    study["data"] = config["trial"]["data"]
   config = {k: v for k, v in config.items() if k != "name"}
-  return {**record, "config": {**config, "study": study.to_dict()}}
+  return {**record, "config": {**config, "study": study}}
 
 
 def nested(settings: dict) -> dict:

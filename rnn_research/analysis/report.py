@@ -77,7 +77,7 @@ class Sweep:
 def _overview(sweep: Sweep) -> list[str]:
   study, records = sweep.study, sweep.records
   counts = {s: sum(r.status == s for r in records) for s in rec.STATUSES}
-  data = sorted({r.data for r in records if r.data}) or [study.data]
+  data = sorted({r.data for r in records if r.data}) or [study.data or "sweep"]
   present = {r.variant for r in records}
   missing = [v for v in rec.selected_variants(sweep.dir) if v not in present]
   baseline, notes = sweep.baseline
