@@ -6,12 +6,17 @@ baseline the others are tested against), the search space (a `Param` per sampled
 scale it is sampled on and the trial key it sets), the metric and direction, and the data set.
 `Study.config(trial, ...)` makes the module's `get_config`; the declaration lives in the config
 as its `study` section, so it is overridable by flags (--config.study.baseline=NFG) and stored
-in the sweep's sweep.json, which is all the launcher and the report read (`of`, `from_record`).
+in the sweep's sweep.json, which is all the launcher and the report read (`of`; a sweep.json of
+a built-in study written before: `complete_sweep_record`).
 
     STUDY = Study(name="dropout", variants={"none": {"model.dropout": 0.0},
                                             "half": {"model.dropout": 0.5}},
-                  baseline="none", space={"learning_rate": Param("log", 1e-4, 1e-2)},
-                  data="adding50")
+                  baseline="none", space={"learning_rate": Param("log", 1e-4, 1e-2)})
+
+    def get_config(arg=None):
+      trial = train.default_config("adding", "gru")
+      trial.update(data="adding", task_options=dict(length=50))
+      return STUDY.config(trial, trials_per_variant=20)
 
 A trial's config is the study's base trial config with its variant's settings and its sampled
 values set (`Study.trial_config`); a module whose trials need more (a value derived from two
@@ -191,10 +196,10 @@ class Study:
   def config(self, trial, *, trials_per_variant: int, pack_size: int = 1,
              **fields) -> ml_collections.ConfigDict:
     """A study module's config, locked: `study` (this declaration; its data, if None, a
-    reference to the trial's), `variants` (the ones a sweep runs: all by default; --config.variants picks
-    some), `trials_per_variant`, `pack_size` (> 1: trials of a variant that share
-    `pack_shared` train as one program), `trial` (the base trial config) and any other
-    `fields` the module reads."""
+    reference to the trial's), `variants` (the ones a sweep runs: all by default;
+    --config.variants picks some), `trials_per_variant`, `pack_size` (> 1: trials of a
+    variant that share `pack_shared` train as one program), `trial` (the base trial config)
+    and any other `fields` the module reads."""
     config = ml_collections.ConfigDict(dict(
         study=self.to_dict(), variants=tuple(self.variants),
         trials_per_variant=trials_per_variant, pack_size=pack_size, trial=trial, **fields))

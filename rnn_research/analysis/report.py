@@ -33,6 +33,7 @@ from rnn_research.analysis import tables
 
 REPORT_DIR = "report"
 MIN_MARGINAL_TRIALS = 5
+BASELINE_SECTIONS = ("tests", "curves")  # the sections that draw the task's baseline NLL
 
 
 @dataclasses.dataclass
@@ -80,19 +81,20 @@ def _overview(sweep: Sweep) -> list[str]:
   data = sorted({r.data for r in records if r.data}) or [study.data or "sweep"]
   present = {r.variant for r in records}
   missing = [v for v in rec.selected_variants(sweep.dir) if v not in present]
-  baseline, notes = sweep.baseline
   lines = [f"# {study.title or study.name} — {', '.join(data)} report", "",
            f"- Sweep: `{sweep.dir}` (storage `{sweep.url}`)",
            f"- Trials: {len(records)} in {len(present)} variant studies: "
            + ", ".join(f"{n} {s}" for s, n in counts.items())]
-  if study.metric == "nll":
+  notes = []
+  if study.metric == "nll" and set(BASELINE_SECTIONS) & set(study.report):
+    baseline, notes = sweep.baseline
+    sweep.summary["baseline_nll"] = baseline
     lines.append(f"- {figures.BASELINE_LABEL.capitalize()}, test NLL: {tables.fmt(baseline)}"
                  + (f" {study.unit}" if study.unit else ""))
   if missing:
     lines.append(f"- Variants with no study yet: {', '.join(missing)}")
   if counts[rec.RUNNING]:
     lines.append("- **Partial sweep**: running trials are counted but not analysed.")
-  sweep.summary["baseline_nll"] = baseline
   return lines + [f"- {n}" for n in notes] + [""]
 
 
