@@ -42,7 +42,7 @@ from flax import nnx
 from benchmarks.common import cpu_name, main_flags, write_json
 from experiments import odyssey
 from launch import cores
-from rnn_research import train
+from rnn_research import declaration, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("torch_python", "python3.11", "A Python interpreter that has torch.")
@@ -71,7 +71,7 @@ def study_config():
 def sample_trials(config, hidden_size: int, count: int) -> list:
   """`count` trial configs of NP from the search space, the hidden size fixed."""
   study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=hidden_size))
-  space = odyssey.search_space()
+  space = declaration.of(config).distributions()
   return [odyssey.trial_config(config, "NP", study.ask(space).params | {"hidden_size": hidden_size},
                                seed=seed) for seed in range(count)]
 

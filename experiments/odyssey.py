@@ -21,31 +21,46 @@ import pathlib
 import ml_collections
 
 from rnn_research import train
+from rnn_research.declaration import DEFAULT_REPORT, Param, Study
 
 VARIANTS = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
-# The params the trials of a pack share (one compiled program needs one set of shapes).
-PACK_SHARED_PARAMS = ("hidden_size",)
 STANDARD_JSB = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "JSB_Chorales.mat"
+# The paper's space; momentum = 1 - one_minus_momentum, the paper's 1 - log-uniform [0.01, 1]
+# (momentum in [0, 0.99]), set by `trial_config`.
+SPACE = {
+    "learning_rate": Param("log", 1e-6, 1e-2),
+    "one_minus_momentum": Param("log", 0.01, 1.0, label="1 − momentum"),
+    "hidden_size": Param("log_int", 20, 200, key="model.hidden_size"),
+    "input_noise": Param("linear", 0.0, 1.0),
+}
+
+
+def declare(config=None) -> Study:
+  """The study's declaration (the same for every config; its data is the trial's): the
+  paper's variants tested against V, its search space, test NLL, and the paper's conclusions
+  checked first."""
+  del config
+  return Study(
+      name="odyssey", title="LSTM: A Search Space Odyssey",
+      variants={v: {"model.backbone": "lstm", "model.variant": v} for v in VARIANTS},
+      baseline="V", space=SPACE, metric="nll", unit="nats per frame",
+      report=("paper", *DEFAULT_REPORT),
+      pack_shared=("hidden_size",))  # a pack's trials share a hidden size: one set of shapes
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the full study), "cpu" (30 trials per variant, hours on 2 cores) or "smoke"
   (minutes on a laptop CPU, on the built-in chorales)."""
-  config = ml_collections.ConfigDict(dict(
-      name="odyssey",
-      variants=VARIANTS,
-      trials_per_variant=200,
-      pack_size=1,  # > 1: this many trials of a variant share a hidden size and train as one program
-      seed=0,  # the sampler's: a rerun of the sweep samples the same trials (launch/study.py)
-      max_retries=3,  # retries of a trial that raised or was interrupted (launch/study.py)
-      trial=train.default_config(),
-  ))
-  config.trial.update(data="jsb_standard", data_path=str(STANDARD_JSB),
-                      length_buckets=4)  # padded lengths fitted to the data: 4 programs a pack
-  # Shortcuts a user sets on the command line: --config.data=standard --config.data_path=...
-  config.data = config.trial.get_ref("data")
-  config.data_path = config.trial.get_ref("data_path")
-  config.data_dir = config.trial.get_ref("data_dir")
+  trial = train.default_config()
+  trial.update(data="jsb_standard", data_path=str(STANDARD_JSB),
+               length_buckets=4)  # padded lengths fitted to the data: 4 programs a pack
+  # pack_size > 1: this many trials of a variant share a hidden size and train as one program
+  config = declare().config(trial, trials_per_variant=200, pack_size=1)
+  with config.unlocked():
+    # Shortcuts a user sets on the command line: --config.data=standard --config.data_path=...
+    config.data = config.trial.get_ref("data")
+    config.data_path = config.trial.get_ref("data_path")
+    config.data_dir = config.trial.get_ref("data_dir")
   if arg == "cpu":
     config.trials_per_variant = 30
     config.pack_size = 6  # 5 packs, so 5 hidden sizes, per variant
@@ -60,30 +75,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg is not None:
     raise ValueError(f"unknown config argument {arg!r}; use none (the full study), 'cpu' or "
                      "'smoke'")
-  config.lock()
   return config
 
 
-def search_space():
-  """{param: Optuna distribution}; a trial's config follows from its params (`trial_config`)."""
-  import optuna  # pylint: disable=g-import-not-at-top
-  return {
-      "learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
-      # momentum = 1 - this: the paper's 1 - log-uniform [0.01, 1], i.e. momentum in [0, 0.99]
-      "one_minus_momentum": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
-      "hidden_size": optuna.distributions.IntDistribution(20, 200, log=True),
-      "input_noise": optuna.distributions.FloatDistribution(0.0, 1.0),
-  }
-
-
 def trial_config(config, variant: str, params: dict, seed: int) -> ml_collections.ConfigDict:
-  """The train config of one trial of `variant` with sampled `params` and its own `seed`."""
+  """The train config of one trial of `variant` with sampled `params` and its own `seed`: the
+  declaration's, with momentum = 1 - one_minus_momentum."""
   trial = ml_collections.ConfigDict(config.trial.to_dict())
   trial.seed = seed
-  trial.model.backbone, trial.model.variant = "lstm", variant
-  trial.model.hidden_size = int(params["hidden_size"])
-  trial.learning_rate = float(params["learning_rate"])
-  trial.momentum = 1.0 - float(params["one_minus_momentum"])
-  trial.input_noise = float(params["input_noise"])
+  trial.update_from_flattened_dict(
+      {"model.backbone": "lstm", "model.variant": variant,
+       "model.hidden_size": int(params["hidden_size"]),
+       "learning_rate": float(params["learning_rate"]),
+       "momentum": 1.0 - float(params["one_minus_momentum"]),
+       "input_noise": float(params["input_noise"])})
   trial.lock()
   return trial

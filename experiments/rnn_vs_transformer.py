@@ -40,6 +40,7 @@ import re
 import ml_collections
 
 from rnn_research import backbones, train
+from rnn_research.declaration import Param, Study
 
 BENCHMARKS = ("jsb", "abc") + tuple(f"{task}{length}" for task in ("adding", "copy")
                                     for length in (100, 200, 500, 1000))
@@ -54,8 +55,9 @@ BACKBONES = {
     "transformer": dict(backbone="transformer", num_layers=2, positions="rotary"),
 }
 SIZES = ("50k", "200k", "1m")
-# The params the trials of a pack share (dropout is part of the compiled program).
-PACK_SHARED_PARAMS = ("dropout",)
+# Adam's learning rate and the dropout rate.
+SPACE = {"learning_rate": Param("log", 1e-4, 1e-2),
+         "dropout": Param("linear", 0.0, 0.5, key="model.dropout")}
 # The longest sequence of each benchmark, which the TCN's receptive field covers. The folk tunes
 # are cut to their first 512 characters (task_options.max_length), which leaves 95% of the
 # training tunes whole (488 of 10,431 are longer, up to 2,179): full attention over the longest
@@ -82,8 +84,28 @@ def parse_variant(name: str) -> tuple[str, str, int]:
 
 
 def check_variant(name: str) -> None:
-  """The launcher's check of a variant name before any trial starts."""
+  """Accepts any `<benchmark>-<backbone>-<size>` to run, declared or not (--config.variants)."""
   parse_variant(name)
+
+
+def declare(config) -> Study:
+  """The study's declaration for `config`: its variants (config.variants, each checked), the
+  space, and the comparison report (rnn_research.analysis.comparison) in place of t-tests
+  against a baseline (the variants differ in benchmark as well as backbone). Each variant's
+  settings are its benchmark's task and its backbone's model (`trial_config` adds the
+  width and the TCN's depth)."""
+  settings = {}
+  for name in config.variants:
+    benchmark, backbone, _ = parse_variant(name)
+    trial = ml_collections.ConfigDict(config.trial.to_dict())
+    _benchmark_trial(trial, config, benchmark)
+    settings[name] = {"task": trial.task, "model": BACKBONES[backbone]}
+  benchmarks = dict.fromkeys(parse_variant(name)[0] for name in config.variants)
+  return Study(name="rnn_vs_transformer",
+               title="Recurrent networks vs Transformers vs convolutions vs a sliding-window MLP",
+               variants=settings, space=SPACE, metric="nll", data=", ".join(benchmarks),
+               report=("comparison",),
+               pack_shared=("dropout",))  # dropout is part of the compiled program
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -92,12 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   trial = train.default_config()
   trial.update(optimizer="adam", batch_size=32, clip_norm=1.0, max_epochs=60, patience=8)
   config = ml_collections.ConfigDict(dict(
-      name="rnn_vs_transformer",
       variants=variants(),
-      trials_per_variant=8,
-      pack_size=1,  # > 1: this many trials of a variant share dropout and train as one program
-      seed=0,  # the sampler's: a rerun of the sweep samples the same trials (launch/study.py)
-      max_retries=3,  # retries of a trial that raised or was interrupted (launch/study.py)
       jsb_data="music21",  # or "standard", with data_path
       # The training budget of each benchmark, the same for every backbone and size. The folk
       # tunes are ~100x JSB's characters: fewer passes.
@@ -106,13 +123,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    synthetic=dict(max_epochs=60, train_size=10_000, eval_size=1_000)),
       trial=trial,
   ))
-  config.data_path = config.trial.get_ref("data_path")
-  config.data_dir = config.trial.get_ref("data_dir")
+  trials_per_variant = 8
   if arg == "cpu":
     # The long sequences (T >= 200) and the 1M models are GPU work; the folk tunes at one size.
     config.variants = (variants(("jsb", "adding100", "copy100"), sizes=("50k", "200k"))
                        + variants(("abc",), sizes=("50k",)))
-    config.trials_per_variant, config.pack_size = 2, 2
+    trials_per_variant = 2
     config.trial.patience = 6
     # One padded length for JSB (the longest chorale has 193 frames), four for the tunes: few
     # programs to compile.
@@ -122,24 +138,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "smoke":
     config.variants = variants(("jsb", "adding50"), ("lstm_V", "gru", "tcn", "mlp", "transformer"),
                                ("20k",))
-    config.trials_per_variant = 1
+    trials_per_variant = 1
     config.trial.patience = 2
     config.budgets.update(jsb=dict(max_epochs=2, pad_multiple=200),
                           synthetic=dict(max_epochs=2, train_size=256, eval_size=64))
   elif arg is not None:
     raise ValueError(f"unknown config argument {arg!r}; use none (the full study), 'cpu' or "
                      f"'smoke'")
-  config.lock()
-  return config
-
-
-def search_space():
-  """{param: Optuna distribution}: Adam's learning rate and the dropout rate."""
-  import optuna  # pylint: disable=g-import-not-at-top
-  return {
-      "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-      "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
-  }
+  # pack_size > 1: this many trials of a variant share dropout and train as one program
+  study = declare(config).config(
+      config.trial, trials_per_variant=trials_per_variant, pack_size=2 if arg == "cpu" else 1,
+      jsb_data=config.jsb_data, budgets=config.budgets)
+  with study.unlocked():
+    study.data_path = study.trial.get_ref("data_path")
+    study.data_dir = study.trial.get_ref("data_dir")
+  return study
 
 
 def prepare_data(config) -> None:

@@ -45,17 +45,19 @@ def _measure_pack(study_file: str, config: dict, scratch: str) -> Measured:
   import ml_collections
   import optuna
   from absl import logging
-  from rnn_research import train
+  from rnn_research import declaration, train
   from rnn_research.experiment import load_module
   # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   module, config = load_module(study_file), ml_collections.ConfigDict(config)
-  variant, space = config.variants[0], module.search_space()
+  declared = declaration.of(config)
+  variant, space = config.variants[0], declared.distributions()
   study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
   first = study.ask(space).params
-  shared = {name: first[name] for name in module.PACK_SHARED_PARAMS}
+  shared = {name: first[name] for name in declared.pack_shared}
   params = [first] + [study.ask(space).params | shared for _ in range(config.pack_size - 1)]
-  configs = [module.trial_config(config, variant, p, seed=k) for k, p in enumerate(params)]
+  configs = [declaration.trial_config(module, config, variant, p, seed=k)
+             for k, p in enumerate(params)]
   max_epochs = configs[0].max_epochs
   for trial in configs:
     trial.max_epochs = 1

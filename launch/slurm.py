@@ -119,7 +119,7 @@ def submit(sweep, config, array: int) -> str:
   import submitit  # pylint: disable=g-import-not-at-top
   executor = submitit.SlurmExecutor(folder=sweep.dir.absolute() / "slurm")
   executor.update_parameters(
-      job_name=f"{config.name}-sweep", partition=_PARTITION.value, time=_TIME.value,
+      job_name=f"{config.study.name}-sweep", partition=_PARTITION.value, time=_TIME.value,
       nodes=_NODES.value, ntasks_per_node=1, cpus_per_task=_CPUS.value,
       gpus_per_task=_GPUS.value or None, mem=f"{_MEM.value}G" if _MEM.value else None,
       array_parallelism=array)

@@ -2,8 +2,9 @@
 (an SQLite file in the sweep directory by default, or any database URL Optuna accepts).
 
 Trial records (what the report reads, see rnn_research/analysis):
-  completed: state COMPLETE, value = best validation NLL, user_attrs status="completed",
-             test_nll, valid_nll, best_epoch, num_params, baseline_nll, variant, data, workdir
+  completed: state COMPLETE, value = the declared metric at the best validation epoch
+             (valid_<metric>), user_attrs status="completed", the result's valid_* and test_*
+             metrics, best_epoch, num_params, baseline_nll, variant, data, workdir
   diverged:  state FAIL, user_attrs status="diverged", diverged_step (and the rest but NLLs)
   failed:    state FAIL, user_attrs status="failed", error ("<type>: <message>"), traceback
              (the last TRACEBACK_CHARS; the whole one in the workdir's error.txt): the trial
@@ -43,7 +44,6 @@ TRIALS_DIR = "trials"
 ERROR_FILE = "error.txt"  # in a failed trial's workdir: its traceback
 # The end of a traceback kept on the trial: a MySQL TEXT column holds 64 KiB.
 TRACEBACK_CHARS = 8000
-OBJECTIVE = "valid_nll"  # a trial's value (at its best epoch) and intermediate values (each epoch)
 # SQL of a named lock held by a connection: (lock, unlock) per SQLAlchemy dialect.
 DATABASE_LOCKS = {
     "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
@@ -97,10 +97,12 @@ def sampler_seed(config) -> int:
   return config.get("seed", DEFAULT_SEED)
 
 
-def open_study(storage, name: str, variant: str, seed: int = DEFAULT_SEED) -> optuna.Study:
-  """The study of `variant` in the sweep `name`, sampling with a `TrialSeededSampler(seed)`."""
-  return optuna.create_study(storage=storage, study_name=f"{name}/{variant}", direction="minimize",
-                             sampler=TrialSeededSampler(seed), load_if_exists=True)
+def open_study(storage, study, variant: str, seed: int = DEFAULT_SEED) -> optuna.Study:
+  """The Optuna study of `variant` of the declared `study` (rnn_research.declaration.Study),
+  sampling with a `TrialSeededSampler(seed)`."""
+  return optuna.create_study(storage=storage, study_name=study.study_name(variant),
+                             direction=study.direction, sampler=TrialSeededSampler(seed),
+                             load_if_exists=True)
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -269,20 +271,21 @@ def heartbeats(storage, trials: list[optuna.Trial]):
     thread.join()
 
 
-def report(trial: optuna.Trial, line: dict) -> None:
+def report(trial: optuna.Trial, objective: str, line: dict) -> None:
   """Reports an epoch's metrics.jsonl line to the trial as its intermediate value at step =
-  epoch (what optuna-dashboard plots and a pruner reads): the objective, the validation NLL.
-  A trial failed meanwhile as stale is left alone, as in `record`."""
+  epoch (what optuna-dashboard plots and a pruner reads): the declared `objective` (e.g.
+  valid_nll). A trial failed meanwhile as stale is left alone, as in `record`."""
   try:
-    trial.report(line[OBJECTIVE], line["epoch"])
+    trial.report(line[objective], line["epoch"])
   except optuna.exceptions.UpdateFinishedTrialError:
     pass
 
 
-def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) -> None:
-  """Stores a train_and_evaluate result on the trial and finishes it, unless the trial was
-  failed meanwhile as stale (a heartbeat late by more than the grace period): then its retry
-  records the result."""
+def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict,
+           objective: str) -> None:
+  """Stores a train_and_evaluate result on the trial and finishes it with the result's
+  `objective` (the declaration's), unless the trial was failed meanwhile as stale (a heartbeat
+  late by more than the grace period): then its retry records the result."""
   try:
     for key, value in {**attrs, **result}.items():
       trial.set_user_attr(key, value)
@@ -293,7 +296,7 @@ def record(trial: optuna.Trial, study: optuna.Study, result: dict, attrs: dict) 
   if result["status"] == "diverged":
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
   else:
-    study.tell(trial, result[OBJECTIVE])
+    study.tell(trial, result[objective])
 
 
 def record_error(trial: optuna.Trial, study: optuna.Study, error: str, traceback: str,

@@ -6,7 +6,7 @@ import dataclasses
 import pathlib
 
 from launch import study as studies
-from rnn_research import provenance, tasks
+from rnn_research import declaration, provenance, tasks
 from rnn_research.database import given_url, masked
 from rnn_research.experiment import load_module
 from rnn_research.workdir import bind_config, check_binding
@@ -14,7 +14,8 @@ from rnn_research.workdir import bind_config, check_binding
 
 SWEEP_FILE = "sweep.json"
 # The keys of every study config that the launchers read.
-STUDY_KEYS = ("name", "variants", "trials_per_variant", "pack_size", "max_retries", "trial")
+STUDY_KEYS = ("study", "variants", "trials_per_variant", "pack_size", "seed", "max_retries",
+              "trial")
 
 
 @dataclasses.dataclass
@@ -45,31 +46,40 @@ def default_sweep_dir(config_argument: str) -> str:
 
 def check_config(config, module) -> None:
   """Refuses, naming the key and what it takes, a config whose trials could not run: a missing
-  key of STUDY_KEYS, an unknown variant (LSTM presets unless the study module has its own `check_variant(name)`), an empty
-  search space, a count out of range, and a trial config whose task, data, data file,
-  backbone (`tasks.check`) or optimizer is wrong."""
+  key of STUDY_KEYS, a declaration that does not hold (see rnn_research.declaration), a variant
+  it does not declare (or its module does not accept), a report section the report does not
+  know, a count out of range, a trial config whose task, data, data file, backbone
+  (`tasks.check`) or optimizer is wrong, and a trial key the variants or space set that the
+  trial config lacks."""
   from rnn_research import train  # pylint: disable=g-import-not-at-top
-  from rnn_research.cells import lstm_spec  # pylint: disable=g-import-not-at-top
+  from rnn_research.analysis import report  # pylint: disable=g-import-not-at-top
   missing = [key for key in STUDY_KEYS if key not in config]
   if missing:
-    raise ValueError(f"the study config lacks {missing}: a study's get_config() returns the keys "
-                     f"{list(STUDY_KEYS)} (see experiments/odyssey.py)")
-  for variant in config.variants:
-    getattr(module, "check_variant", lstm_spec)(variant)
-  if not module.search_space():
-    raise ValueError("the study's search_space() is empty: nothing to sample")
+    raise ValueError(f"the study config lacks {missing}: a study's get_config() returns "
+                     f"Study(...).config(trial, ...) (see rnn_research.declaration)")
+  study = declaration.of(config)
+  declaration.check_variants(module, config)
+  report.check_sections(study.report)
   for key, low in (("trials_per_variant", 1), ("pack_size", 1), ("max_retries", 0)):
     if not isinstance(config[key], int) or config[key] < low:
       raise ValueError(f"{key} must be an int >= {low}, got {config[key]!r}")
   tasks.check(config.trial)
   train.make_optimizer(config.trial)
+  if not hasattr(module, "trial_config"):
+    params = {name: p.choices[0] if p.scale == "categorical" else p.low
+              for name, p in study.space.items()}
+    for variant in config.variants:
+      study.trial_config(config, variant, params, seed=0)
 
 
 def prepare_data(config, module) -> None:
   """Builds the sweep's data once, before the workers start (they would race to build it): the
-  study module's `prepare_data(config)` if it has one, else the next-step dataset it names."""
+  study module's `prepare_data(config)` if it has one, else the next-step dataset it names
+  (the other tasks make their data in the trial)."""
   if hasattr(module, "prepare_data"):
     module.prepare_data(config)
+    return
+  if config.trial.task != "next_step":
     return
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   from rnn_research.tasks.next_step import DATASETS  # pylint: disable=g-import-not-at-top
@@ -103,10 +113,12 @@ def describe_outcomes(counts: collections.Counter, total: int, sweep_dir) -> str
 
 def _binding(config) -> dict:
   """How `bind_config` compares a sweep dir's stored config with `config`, and names a sweep dir
-  of another config. The stored one is completed first: its trial config by
-  tasks.complete_record, and the study config's keys declared since it was written (absent
-  from it, e.g. max_retries) by their values in `config`."""
+  of another config. The stored one is completed first: a built-in study's sweep written before
+  studies declared themselves gets its declaration (declaration.complete_sweep_record), its
+  trial config is completed by tasks.complete_record, and the study config's keys declared
+  since it was written (absent from it, e.g. max_retries) take their values in `config`."""
   def normalise(record: dict) -> dict:
+    record = declaration.complete_sweep_record(record)
     stored = {**config.to_dict(), **record["config"]}
     if "trial" in stored:
       stored["trial"] = tasks.complete_record(stored["trial"])
@@ -147,14 +159,15 @@ def prepare(plan: Plan) -> Sweep:
   provenance.record(plan.dir, record, devices=False, storage=masked(plan.url),
                     study_git=provenance.git_state(pathlib.Path(plan.study_file).parent))
   opened = studies.open_storage(plan.url)
-  variant_studies = [studies.open_study(opened, plan.config.name, v)
+  study = declaration.of(plan.config)
+  variant_studies = [studies.open_study(opened, study, v, studies.sampler_seed(plan.config))
                      for v in plan.config.variants]
   return Sweep(plan.dir, plan.study_file, plan.module, plan.url, opened, variant_studies)
 
 
 def describe_plan(plan: Plan, workers: int) -> str:
   """What a sweep of `plan` would do, for --dry_run."""
-  config = plan.config
+  config, study = plan.config, declaration.of(plan.config)
   variants = list(config.variants)
   state = ("holds another config: deleted (--overwrite)" if plan.replace else
            "exists: the sweep resumes" if (plan.dir / SWEEP_FILE).exists() else "new")
@@ -162,7 +175,7 @@ def describe_plan(plan: Plan, workers: int) -> str:
       f"study:     {plan.study_file}",
       f"sweep dir: {plan.dir} ({state})",
       f"database:  {masked(plan.url)}",
-      f"studies:   {', '.join(f'{config.name}/{v}' for v in variants)}",
+      f"studies:   {', '.join(study.study_name(v) for v in variants)}",
       f"trials:    {len(variants)} variants x {config.trials_per_variant} = "
       f"{len(variants) * config.trials_per_variant}, trained in packs of {config.pack_size}; a "
       f"trial that fails is retried at most {config.max_retries} times",

@@ -22,6 +22,7 @@ from absl import logging
 
 from launch import progress
 from launch import study as studies
+from rnn_research import declaration
 from rnn_research.experiment import load_module
 from rnn_research.workdir import write_at_once
 
@@ -32,7 +33,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
   (seconds: workers on several machines), the trials in training send heartbeats, and a
   worker with no trial left to claim waits while other workers' trials run, to retry those
   whose heartbeat stops. Refuses, before claiming any, a batch size the devices cannot split.
-  Each epoch's validation NLL is reported to its Optuna trial (`study.report`). The worker
+  Each epoch's declared objective (e.g. valid_nll) is reported to its Optuna trial. The worker
   logs a line per trial it starts and finishes, and its trainings a bar or a line per epoch;
   with `show_progress` False (the launcher shows all its workers' progress), nothing."""
   # pylint: disable=g-import-not-at-top
@@ -52,7 +53,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
     storage = studies.open_storage(storage_url, heartbeat, config.max_retries)
     variants = list(config.variants)
     variants = variants[index % len(variants):] + variants[:index % len(variants)]  # spread out
-    claimer = _Claimer(storage_url, storage, sweep_dir, config, module, variants)
+    claimer = _Claimer(storage_url, storage, sweep_dir, config, variants)
   trained = 0
   while True:
     claim = claimer.next() if claimer else None
@@ -65,7 +66,7 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       for t in pack["trials"]:
         print(f"worker {index}: {variant} trial {t['number']} {t['params']}", flush=True)
     try:
-      configs = [module.trial_config(config, variant, t["params"], seed=t["seed"])
+      configs = [declaration.trial_config(module, config, variant, t["params"], t["seed"])
                  for t in pack["trials"]]
       with claim.heartbeats() if claim else contextlib.nullcontext():
         results = train_pack(configs, workdirs, show_progress=show_progress,
@@ -81,7 +82,8 @@ def run_worker(sweep_dir: str, storage_url: str, study_file: str, config: dict,
       for trial, workdir, trial_config, result in zip(claim.trials, workdirs, configs, results):
         studies.record(trial, claim.study, result, {
             "variant": variant, "workdir": str(workdir.relative_to(sweep_dir)),
-            "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]})
+            "data": DATASETS.get(trial_config.data, (trial_config.data,))[0]
+        }, claimer.study.objective)
     trained += len(workdirs)
 
 
@@ -106,8 +108,9 @@ def _record_error(claim, workdirs, error: Exception, max_retries: int, index: in
 class _Claim:
   """Trials claimed from one variant's study; `spec` is what every process needs (JSON)."""
 
-  def __init__(self, storage, variant: str, study, trials):
+  def __init__(self, storage, variant: str, study, trials, objective: str):
     self.storage, self.variant, self.study, self.trials = storage, variant, study, trials
+    self._objective = objective  # what `report` reports: the declaration's
     specs = []
     for trial in trials:
       # A retried trial keeps its workdir and seed, and so resumes from its checkpoint.
@@ -125,18 +128,18 @@ class _Claim:
 
   def report(self, k: int, line: dict) -> None:
     """Reports the k-th trial's epoch (a metrics.jsonl line) to its Optuna trial."""
-    studies.report(self.trials[k], line)
+    studies.report(self.trials[k], self._objective, line)
 
 
 class _Claimer:
   """Claims the next pack of trials of the sweep's variants (the first variant first)."""
 
-  def __init__(self, storage_url: str, storage, sweep_dir, config, module, variants):
+  def __init__(self, storage_url: str, storage, sweep_dir, config, variants):
     self.storage, self._url, self._sweep_dir = storage, storage_url, sweep_dir
-    self._config, self._module = config, module
-    self._studies = {v: studies.open_study(storage, config.name, v, studies.sampler_seed(config))
+    self._config, self.study = config, declaration.of(config)
+    self._studies = {v: studies.open_study(storage, self.study, v, studies.sampler_seed(config))
                      for v in variants}
-    self._space = module.search_space()
+    self._space = self.study.distributions()
     if storage.get_heartbeat_interval():
       for study in self._studies.values():
         studies.adopt_running(storage, study)
@@ -150,10 +153,10 @@ class _Claimer:
         trials = studies.claim_trials(
             study, self._config.trials_per_variant, self._space,
             studies.claim_lock(self._url, self._sweep_dir, study.study_name),
-            self._config.pack_size, self._module.PACK_SHARED_PARAMS,
+            self._config.pack_size, self.study.pack_shared,
             max_retries=self._config.max_retries)
         if trials:
-          return _Claim(self.storage, variant, study, trials)
+          return _Claim(self.storage, variant, study, trials, self.study.objective)
       interval = self.storage.get_heartbeat_interval()
       waiting_for = [v for v in waiting_for
                      if interval and studies.running_trials(self._studies[v])]

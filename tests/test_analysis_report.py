@@ -161,7 +161,7 @@ def test_sweep_with_only_diverged_trials(tmp_path):
 
 
 def test_storage_without_odyssey_study_is_an_error(tmp_path):
-  optuna.create_study(study_name="mnist", storage=f"sqlite:///{tmp_path / rec.STUDY_DB}")
+  optuna.create_study(study_name="mnist", storage=Sweep(tmp_path).url)
   with pytest.raises(rec.SweepError, match="no Optuna study named 'odyssey/<variant>'"):
     write_report(str(tmp_path))
 

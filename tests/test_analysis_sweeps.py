@@ -10,33 +10,34 @@ import numpy as np
 import optuna
 import pytest
 
+from experiments import odyssey
+from rnn_research import declaration
 from rnn_research.analysis import records as rec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 BASELINE_NLL = 11.06
-DISTRIBUTIONS = {
-    "learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True),
-    "momentum": optuna.distributions.FloatDistribution(0.0, 0.99),
-    "hidden_size": optuna.distributions.IntDistribution(20, 200, log=True),
-    "input_noise": optuna.distributions.FloatDistribution(0.0, 1.0),
-}
+CONFIG = odyssey.get_config()
+DISTRIBUTIONS = declaration.of(CONFIG).distributions()
 
 
 def sample_params(rng: np.random.Generator) -> dict:
   """One draw from the paper's search space."""
   return {"learning_rate": 10 ** rng.uniform(-6, -2),
-          "momentum": 1 - 10 ** rng.uniform(-2, 0),
+          "one_minus_momentum": 10 ** rng.uniform(-2, 0),
           "hidden_size": int(round(10 ** rng.uniform(math.log10(20), math.log10(200)))),
           "input_noise": rng.uniform(0, 1)}
 
 
 class Sweep:
-  """A sweep directory with an Optuna SQLite storage; add trials to `odyssey/<variant>`."""
+  """A sweep directory of the Odyssey study (its sweep.json) with an Optuna SQLite storage; add
+  trials to `odyssey/<variant>`."""
 
   def __init__(self, sweep_dir, seed: int = 0, db: str | None = None):
     self.dir = str(sweep_dir)
     os.makedirs(self.dir, exist_ok=True)
+    with open(os.path.join(self.dir, rec.SWEEP_FILE), "w") as f:
+      json.dump({"study": odyssey.__file__, "config": CONFIG.to_dict()}, f)
     self.url = f"sqlite:///{db or os.path.join(self.dir, rec.STUDY_DB)}"
     self.rng = np.random.default_rng(seed)
     self._studies, self._numbers = {}, {}
@@ -103,17 +104,17 @@ def test_load_trials_reads_statuses_values_and_params(tmp_path):
   sweep.study("NFG").add_trial(optuna.trial.create_trial(  # a crash, not a divergence
       params=sample_params(sweep.rng), distributions=DISTRIBUTIONS,
       state=optuna.trial.TrialState.FAIL))
-  records = rec.load_trials(sweep.dir)
+  records = rec.load_trials(sweep.dir, rec.load_study(sweep.dir))
   by_variant = {v: [r for r in records if r.variant == v] for v in ("V", "NFG")}
   assert [r.status for r in by_variant["V"]] == ["completed", "completed", "diverged", "running"]
   assert [r.status for r in by_variant["NFG"]] == ["completed", "failed"]
   first = by_variant["V"][0]
-  assert (first.test_nll, first.valid_nll, first.best_epoch) == (9.0, 9.2, 6)
+  assert (first.test_metric, first.valid_metric, first.best_epoch) == (9.0, 9.2, 6)
   assert first.params["hidden_size"] == params["hidden_size"]
   assert first.params["learning_rate"] == pytest.approx(params["learning_rate"])
   assert first.workdir == "trials/V/0" and first.baseline_nll == BASELINE_NLL
   diverged = by_variant["V"][2]
-  assert diverged.test_nll is None and diverged.valid_nll is None
+  assert diverged.test_metric is None and diverged.valid_metric is None
   assert diverged.diverged_step == 77
 
 
@@ -128,21 +129,28 @@ def test_an_interrupted_trial_counts_once_through_its_retry(tmp_path):
       params=params, distributions=DISTRIBUTIONS, value=9.0,
       user_attrs={"retry_of": 0, "workdir": "trials/V/0", "status": "completed",
                   "test_nll": 9.1}, state=optuna.trial.TrialState.COMPLETE))
-  records = rec.load_trials(sweep.dir)
+  records = rec.load_trials(sweep.dir, rec.load_study(sweep.dir))
   assert [(r.number, r.status) for r in records] == [(1, rec.FAILED), (2, rec.COMPLETED)]
 
 
-def test_momentum_recorded_as_one_minus_momentum(tmp_path):
+def test_an_old_sweep_json_of_a_built_in_study_gets_its_declaration(tmp_path):
+  """A sweep.json written before studies declared themselves (config.name, no config.study)."""
   sweep = Sweep(tmp_path)
-  dists = {k: v for k, v in DISTRIBUTIONS.items() if k != "momentum"}
-  dists["one_minus_momentum"] = optuna.distributions.FloatDistribution(0.01, 1.0, log=True)
-  params = {"learning_rate": 1e-3, "one_minus_momentum": 0.1, "hidden_size": 50,
-            "input_noise": 0.5}
-  sweep.study("V").add_trial(optuna.trial.create_trial(
-      params=params, distributions=dists, value=9.0, user_attrs={"test_nll": 9.1}))
-  [record] = rec.load_trials(sweep.dir)
-  assert record.params["momentum"] == pytest.approx(0.9)
-  assert "one_minus_momentum" not in record.params
+  config = {k: v for k, v in CONFIG.to_dict().items() if k != "study"}
+  config["name"] = "odyssey"
+  config["trial"]["data"] = "nottingham"
+  with open(os.path.join(sweep.dir, rec.SWEEP_FILE), "w") as f:
+    json.dump({"study": "/elsewhere/experiments/odyssey.py", "config": config}, f)
+  study = rec.load_study(sweep.dir)
+  assert study == declaration.Study.from_dict({**CONFIG.study.to_dict(), "data": "nottingham"})
+  assert (study.baseline, study.report[0]) == ("V", "paper")
+
+
+def test_a_sweep_json_of_no_declared_study_is_refused(tmp_path):
+  with open(tmp_path / rec.SWEEP_FILE, "w") as f:
+    json.dump({"study": "/home/me/my_study.py", "config": {"name": "mine"}}, f)
+  with pytest.raises(rec.SweepError, match="has no study declaration"):
+    rec.load_study(str(tmp_path))
 
 
 def test_variants_come_in_the_papers_order(tmp_path):
@@ -150,29 +158,30 @@ def test_variants_come_in_the_papers_order(tmp_path):
   for variant in ("CIFG", "NFG", "V"):
     sweep.completed(variant, 9.0)
   optuna.create_study(study_name="other/V", storage=sweep.url)  # another project's study
-  assert rec.study_variants(sweep.url) == ["V", "NFG", "CIFG"]
+  assert rec.study_variants(rec.load_study(sweep.dir), sweep.url) == ["V", "NFG", "CIFG"]
 
 
 def test_storage_url_elsewhere_is_used(tmp_path):
   sweep = Sweep(tmp_path / "sweep", db=str(tmp_path / "elsewhere.db"))
   sweep.completed("V", 9.0)
   assert not os.path.exists(os.path.join(sweep.dir, rec.STUDY_DB))
-  assert [r.test_nll for r in rec.load_trials(sweep.dir, storage=sweep.url)] == [9.0]
+  records = rec.load_trials(sweep.dir, rec.load_study(sweep.dir), storage=sweep.url)
+  assert [r.test_metric for r in records] == [9.0]
 
 
 def test_missing_database_names_the_path(tmp_path):
   with pytest.raises(rec.SweepError) as error:
-    rec.load_trials(str(tmp_path))
+    rec.storage_url(str(tmp_path))
   message = str(error.value)
   assert os.path.join(str(tmp_path), "study.db") in message
-  assert "odyssey/<variant>" in message
+  assert "<study>/<variant>" in message
 
 
 def test_storage_without_odyssey_studies_says_so(tmp_path):
   sweep = Sweep(tmp_path)
   optuna.create_study(study_name="something_else", storage=sweep.url)
   with pytest.raises(rec.SweepError, match="no Optuna study named 'odyssey/<variant>'"):
-    rec.load_trials(sweep.dir)
+    rec.load_trials(sweep.dir, rec.load_study(sweep.dir))
 
 
 def test_read_metrics_skips_a_line_cut_off_mid_write(tmp_path):

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from experiments import char_lm, odyssey
-from rnn_research import experiment
+from rnn_research import declaration, experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_one_trial_of_a_study_draws_its_params_from_the_seed():
   config = odyssey.get_config("smoke")
   trial = experiment.one_trial(odyssey, config, "NP", seed=3)
   study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-  params = study.ask(odyssey.search_space()).params
+  params = study.ask(declaration.of(config).distributions()).params
   assert trial.model.variant == "NP" and trial.seed == 3
   assert trial.learning_rate == params["learning_rate"]
   assert trial.model.hidden_size == params["hidden_size"]

@@ -212,5 +212,5 @@ def test_smoke_study_runs_end_to_end(fake_chorales, tmp_path):
     assert roll.shape == (comparison.SAMPLE_FRAMES, 88)
     np.testing.assert_array_equal(roll[0], opening)
   assert (sweep_dir / "report" / "chorales.png").stat().st_size > 0
-  assert json.loads((sweep_dir / "report" / "summary.json").read_text())["variants"].keys() == \
+  assert json.loads((sweep_dir / "report" / "summary.json").read_text())["best_trials"].keys() == \
       set(variants)

@@ -172,13 +172,16 @@ def test_heartbeats_retry_only_the_trials_of_dead_workers(tmp_path):
   heartbeats, adopted by a starting worker) comes back once with its params, workdir and seed;
   the quota holds."""
   from launch import study as studies  # pylint: disable=g-import-not-at-top
+  from rnn_research.declaration import Param, Study  # pylint: disable=g-import-not-at-top
+  declared = Study(name="test", data="none", variants={"V": {}}, baseline="V",
+                   space={"x": Param("linear", 0.0, 1.0)})
   url = f"sqlite:///{tmp_path / 'study.db'}"
   storage = studies.open_storage(url, heartbeat=1, max_retries=3)
-  study = studies.open_study(storage, "test", "V")
-  space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+  study = studies.open_study(storage, declared, "V")
+  space = declared.distributions()
   lock = lambda: studies.claim_lock(url, tmp_path, study.study_name)
   claim = lambda: studies.claim_trials(study, 3, space, lock(), max_retries=3)
-  orphan = studies.open_study(studies.open_storage(url), "test", "V").ask(space)  # no heartbeats
+  orphan = studies.open_study(studies.open_storage(url), declared, "V").ask(space)  # no beats
   orphan.set_user_attr("workdir", "trials/V/0000")
   orphan.set_user_attr("seed", 7)
   studies.adopt_running(storage, study)

@@ -1,7 +1,9 @@
-"""The report of an Odyssey sweep: tables, box plots, Welch t-tests, fANOVA, learning curves.
+"""The report of a sweep of any declared study: box plots, Welch t-tests against the declared
+baseline, fANOVA, marginals, learning curves, and the sections a study adds.
 
 `write_report(sweep_dir)` (or `python -m rnn_research.analysis.report --sweep_dir=DIR`) reads the
-sweep's Optuna studies and trial workdirs and writes DIR/report/report.md with its figures.
+sweep's declaration (sweep.json), Optuna studies and trial workdirs and writes
+DIR/report/report.md with its figures.
 Needs optuna, scipy, matplotlib and (for fANOVA) scikit-learn, imported only from this package.
 """
 

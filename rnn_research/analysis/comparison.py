@@ -1,7 +1,7 @@
-"""The report of the RNN-vs-Transformer study (experiments/rnn_vs_transformer.py):
-`<sweep_dir>/report/report.md`, its PNG figures, sample files and `summary.json`.
+"""The "comparison" report section, which the RNN-vs-Transformer study declares
+(experiments/rnn_vs_transformer.py): its PNG figures, sample files and summary.
 
-Reads the studies `rnn_vs_transformer/<benchmark>-<backbone>-<size>` and each trial's workdir.
+Reads the studies `<study>/<benchmark>-<backbone>-<size>` and each trial's workdir.
 Per variant the *best trial* is the one with the lowest validation NLL; its test metric (NLL per
 frame for JSB, bits per character for the folk tunes, MSE for the adding problem, NLL per step
 and copy accuracy for the copy task) is what the tables and figures show:
@@ -25,11 +25,7 @@ import numpy as np
 from rnn_research.analysis import records as rec
 from rnn_research.analysis import samples as render
 from rnn_research.analysis.tables import fmt, markdown_table
-from rnn_research.database import masked
 
-STUDY_NAME = "rnn_vs_transformer"
-SWEEP_FILE = "sweep.json"
-REPORT_DIR = "report"
 LATENCY_FILE = (pathlib.Path(__file__).parents[2] / "benchmarks" / "results"
                 / "generation_latency.json")
 # benchmark family -> (result key of its test metric, what it is); lower is better for all.
@@ -66,15 +62,6 @@ class Trial:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def is_comparison_sweep(sweep_dir: str) -> bool:
-  """Whether the sweep directory was written by this study (its sweep.json names it)."""
-  path = os.path.join(sweep_dir, SWEEP_FILE)
-  if not os.path.isfile(path):
-    return False
-  with open(path) as f:
-    return json.load(f).get("config", {}).get("name") == STUDY_NAME
-
-
 def _size_value(size: str) -> float:
   return float(size[:-1]) * {"k": 1e3, "m": 1e6}.get(size[-1], 1.0)
 
@@ -86,20 +73,16 @@ def _wall_time(sweep_dir: str, workdir: str | None) -> float | None:
   return float(times[-1]) if times else None
 
 
-def load_trials(sweep_dir: str, url: str) -> list[Trial]:
-  """Every trial of every `rnn_vs_transformer/<variant>` study in the storage at `url`."""
+def load_trials(sweep_dir: str, url: str, study) -> list[Trial]:
+  """Every trial of every declared variant's study (`study`: the declaration) at `url`."""
   import optuna  # pylint: disable=g-import-not-at-top
 
-  prefix = STUDY_NAME + "/"
-  names = sorted(n for n in optuna.get_all_study_names(url) if n.startswith(prefix))
-  if not names:
-    raise rec.SweepError(f"no Optuna study named '{prefix}<variant>' in {masked(url)}")
   trials = []
-  for name in names:
-    variant = name[len(prefix):]
+  for variant in rec.study_variants(study, url):
     benchmark, backbone, size = (variant.split("-") + ["?", "?"])[:3]
-    for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False):
-      status = rec._status(t)  # pylint: disable=protected-access  (one reading of states)
+    for t in optuna.load_study(study_name=study.study_name(variant),
+                               storage=url).get_trials(deepcopy=False):
+      status = rec.status(t)
       workdir = t.user_attrs.get("workdir")
       trials.append(Trial(variant, benchmark, backbone, size, t.number, status, dict(t.params),
                           dict(t.user_attrs), workdir, _wall_time(sweep_dir, workdir)))
@@ -396,43 +379,32 @@ def samples_section(sweep_dir, out_dir, best: dict[str, Trial]) -> list[str]:
 
 
 def _summary(best: dict[str, Trial]) -> dict:
-  return {"variants": {v: {"trial": t.number, "num_params": t.result.get("num_params"),
-                           "valid_nll": t.result.get("valid_nll"), "metric": METRICS[t.family][0],
-                           "test": t.metric, "test_accuracy": t.result.get("test_accuracy"),
-                           "wall_time": t.wall_time, "params": t.params}
-                       for v, t in sorted(best.items())}}
+  """{variant: its best trial's numbers}."""
+  return {v: {"trial": t.number, "num_params": t.result.get("num_params"),
+              "valid_nll": t.result.get("valid_nll"), "metric": METRICS[t.family][0],
+              "test": t.metric, "test_accuracy": t.result.get("test_accuracy"),
+              "wall_time": t.wall_time, "params": t.params}
+          for v, t in sorted(best.items())}
 
 
-def write_report(sweep_dir: str, storage: str | None = None, *,
-                 latency_file=LATENCY_FILE) -> str:
-  """Writes `<sweep_dir>/report/` (report.md, figures, samples, summary.json); returns the path
-  of report.md."""
-  url = rec.storage_url(sweep_dir, storage)
-  trials = load_trials(sweep_dir, url)
-  out_dir = os.path.join(sweep_dir, REPORT_DIR)
-  os.makedirs(out_dir, exist_ok=True)
+def section(sweep) -> list[str]:
+  """The section's lines (report.SECTIONS["comparison"]): the headline table, per benchmark the
+  metric figure and table, the latency and the samples; writes its figures and samples to
+  sweep.out_dir and its numbers to sweep.summary["best_trials"]."""
+  trials = load_trials(sweep.dir, sweep.url, sweep.study)
   best = best_trials(trials)
   benchmarks = [b for b in _benchmarks(trials) if any(t.benchmark == b for t in best.values())]
-  counts = {s: sum(t.status == s for t in trials) for s in rec.STATUSES}
-  lines = ["# Recurrent networks vs Transformers vs convolutions vs a sliding-window MLP", "",
-           f"- Sweep: `{sweep_dir}` (storage `{masked(url)}`)",
-           f"- Trials: {len(trials)} in {len({t.variant for t in trials})} variant studies: "
-           + ", ".join(f"{n} {s}" for s, n in counts.items()), "",
-           "## Headline: each backbone's best trial", "",
+  lines = ["## Headline: each backbone's best trial", "",
            "Test metric of the trial with the lowest validation NLL over all sizes (its "
            "parameters in brackets); lower is better.", ""]
   lines += [headline_table(best, benchmarks) if benchmarks else "No completed trial yet.", ""]
   completed = collections.Counter(t.variant for t in trials if t.status == rec.COMPLETED)
   for benchmark in benchmarks:
     name = f"metric_{benchmark}.png"
-    metric_figure(best, completed, benchmark, os.path.join(out_dir, name))
-    lines += [f"## {benchmark}", "", *cut_note(sweep_dir, best, benchmark),
+    metric_figure(best, completed, benchmark, os.path.join(sweep.out_dir, name))
+    lines += [f"## {benchmark}", "", *cut_note(sweep.dir, best, benchmark),
               f"![{benchmark}]({name})", "", _size_table(best, benchmark), ""]
-  lines += latency_section(out_dir, latency_file)
-  lines += samples_section(sweep_dir, out_dir, best)
-  path = os.path.join(out_dir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(_summary(best), f, indent=1)
-  return path
+  lines += latency_section(sweep.out_dir)
+  lines += samples_section(sweep.dir, sweep.out_dir, best)
+  sweep.summary["best_trials"] = _summary(best)
+  return lines

@@ -116,7 +116,7 @@ def input_noise_does_not_help(summaries) -> Check:
   if len(trials) < stats.MIN_TEST_SAMPLES:
     return Check(claim, f"{len(trials)} completed trials", NOT_TESTED)
   result = scipy_stats.spearmanr([t.params["input_noise"] for t in trials],
-                                 [t.test_nll for t in trials])
+                                 [t.test_metric for t in trials])
   rho, p = float(result.statistic), float(result.pvalue)
   shows = (f"Spearman correlation of input noise with test NLL over {len(trials)} trials: "
            f"ρ = {rho:+.2f} (p = {p:.2g})")
@@ -146,7 +146,7 @@ def top_range(summaries) -> Check:
     return Check(claim, "no completed trials", NOT_TESTED)
   inside = [v for v, t in tops.items() if low <= t.mean() <= high]
   values = np.concatenate(list(tops.values()))
-  best = ", ".join(f"{s.variant} {s.best.test_nll:.2f}" for s in summaries if s.best)
+  best = ", ".join(f"{s.variant} {s.best.test_metric:.2f}" for s in summaries if s.best)
   shows = (f"best-10% test NLL from {values.min():.2f} to {values.max():.2f}; the mean of the "
            f"best 10% lies in the range for {len(inside)} of {len(tops)} variants; best trial "
            f"per variant: {best}")

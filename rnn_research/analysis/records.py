@@ -1,32 +1,22 @@
 """The sweep contract, and loading every trial of a sweep into plain records.
 
-A sweep directory holds `study.db`, an Optuna storage with one study per LSTM variant named
-`odyssey/<variant>`, and one workdir per trial with a `metrics.jsonl` of per-epoch metrics. The
-launcher writes these names; this module is the one place the report reads them.
+A sweep directory holds `sweep.json` (the study file and its config, whose `study` section is
+the study's declaration: rnn_research.declaration), `study.db`, an Optuna storage with one study
+per variant named `<study>/<variant>`, and one workdir per trial with a `metrics.jsonl` of
+per-epoch metrics. The launcher writes these names; this module is the one place the report
+reads them.
 """
 import dataclasses
 import json
 import math
 import os
 
+from rnn_research import declaration
 from rnn_research.database import masked
 
-VARIANTS = ("V", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")  # the paper's order
-BASELINE_VARIANT = "V"
-STUDY_PREFIX = "odyssey/"
+SWEEP_FILE = "sweep.json"
 STUDY_DB = "study.db"
 METRICS_FILE = "metrics.jsonl"
-
-# Searched hyperparameters: (low, high, scale) where the scale is the one they were sampled on:
-# "log" log-uniform, "linear" uniform, "log1m" 1 - log-uniform (momentum = 1 - 10^u).
-SEARCH_SPACE = {
-    "learning_rate": (1e-6, 1e-2, "log"),
-    "momentum": (0.0, 0.99, "log1m"),
-    "hidden_size": (20, 200, "log"),
-    "input_noise": (0.0, 1.0, "linear"),
-}
-# A launcher may record momentum as sampled, as 1 - momentum under this name.
-ONE_MINUS_MOMENTUM = "one_minus_momentum"
 
 # Trial statuses as the report counts them.
 COMPLETED, DIVERGED, FAILED, RUNNING = "completed", "diverged", "failed", "running"
@@ -44,15 +34,16 @@ class SweepError(ValueError):
 class TrialRecord:
   """One trial of one variant's study, as the launcher recorded it.
 
-  `valid_nll` and `test_nll` are None where the trial has none (diverged, running, or a
-  completed trial whose record lacks them); `params` maps the SEARCH_SPACE names to values.
+  `valid_metric` and `test_metric` are the declared metric (`valid_<metric>`, `test_<metric>`),
+  None where the trial has none (diverged, running, or a completed trial whose record lacks
+  them); `params` maps the declared space's names to values.
   """
   variant: str
   number: int
   status: str
   params: dict
-  valid_nll: float | None = None
-  test_nll: float | None = None
+  valid_metric: float | None = None
+  test_metric: float | None = None
   best_epoch: int | None = None
   epochs: int | None = None
   num_params: int | None = None
@@ -60,6 +51,31 @@ class TrialRecord:
   baseline_nll: float | None = None
   data: str | None = None
   diverged_step: int | None = None
+
+
+def load_study(sweep_dir: str) -> declaration.Study:
+  """The declaration of the sweep's study, from its sweep.json (one written before studies
+  declared themselves completed: declaration.complete_sweep_record)."""
+  path = os.path.join(sweep_dir, SWEEP_FILE)
+  if not os.path.isfile(path):
+    raise SweepError(f"no {SWEEP_FILE} in {sweep_dir}: the launcher writes it, with the study's "
+                     "declaration the report reads")
+  with open(path) as f:
+    record = declaration.complete_sweep_record(json.load(f))
+  if "study" not in record.get("config", {}):
+    raise SweepError(f"{path} has no study declaration (config.study), and its study file "
+                     f"{record.get('study')!r} is none of the built-in studies "
+                     f"{list(declaration.BUILT_IN)} that can be given theirs")
+  try:
+    return declaration.Study.from_dict(record["config"]["study"])
+  except (TypeError, ValueError) as error:
+    raise SweepError(f"{path}: its study declaration does not hold: {error}") from error
+
+
+def selected_variants(sweep_dir: str) -> list[str]:
+  """The variants the sweep runs (its config.variants)."""
+  with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
+    return list(json.load(f)["config"]["variants"])
 
 
 def storage_url(sweep_dir: str, storage: str | None = None) -> str:
@@ -70,12 +86,13 @@ def storage_url(sweep_dir: str, storage: str | None = None) -> str:
   if not os.path.isfile(path):
     raise SweepError(
         f"no sweep database at {path}: a sweep directory must hold {STUDY_DB}, the Optuna "
-        f"SQLite storage with one study per variant named '{STUDY_PREFIX}<variant>' (or pass "
+        "SQLite storage with one study per variant named '<study>/<variant>' (or pass "
         "--storage=URL for a database elsewhere)")
   return f"sqlite:///{os.path.abspath(path)}"
 
 
-def _status(trial) -> str:
+def status(trial) -> str:
+  """The report's status of an Optuna trial."""
   import optuna  # pylint: disable=g-import-not-at-top
 
   state = trial.state
@@ -96,58 +113,51 @@ def _finite(value) -> float | None:
   return value if math.isfinite(value) else None
 
 
-def _params(params: dict) -> dict:
-  """The trial's params, with `momentum` derived where only 1 - momentum was recorded."""
-  params = dict(params)
-  if ONE_MINUS_MOMENTUM in params and "momentum" not in params:
-    params["momentum"] = 1.0 - params.pop(ONE_MINUS_MOMENTUM)
-  return params
-
-
-def _record(variant: str, trial) -> TrialRecord:
+def _record(study: declaration.Study, variant: str, trial) -> TrialRecord:
   attrs = trial.user_attrs
-  status = _status(trial)
-  valid = attrs.get("valid_nll", trial.value if status == COMPLETED else None)
+  trial_status = status(trial)
+  valid = attrs.get(study.objective, trial.value if trial_status == COMPLETED else None)
   return TrialRecord(
-      variant=variant, number=trial.number, status=status, params=_params(trial.params),
-      valid_nll=_finite(valid), test_nll=_finite(attrs.get("test_nll")),
+      variant=variant, number=trial.number, status=trial_status, params=dict(trial.params),
+      valid_metric=_finite(valid), test_metric=_finite(attrs.get(study.test_key)),
       best_epoch=attrs.get("best_epoch"), epochs=attrs.get("epochs"),
       num_params=attrs.get("num_params"),
       workdir=attrs.get("workdir"), baseline_nll=_finite(attrs.get("baseline_nll")),
       data=attrs.get("data"), diverged_step=attrs.get("diverged_step"))
 
 
-def study_variants(storage: str) -> list[str]:
-  """The variants with an `odyssey/<variant>` study in `storage`, known variants first."""
+def study_variants(study: declaration.Study, storage: str) -> list[str]:
+  """The variants with a study `<study>/<variant>` in `storage`: the declared ones in the
+  declared order, then any others (a study whose module accepts undeclared names) by name."""
   import optuna  # pylint: disable=g-import-not-at-top
 
-  names = optuna.get_all_study_names(storage)
-  found = [n[len(STUDY_PREFIX):] for n in names if n.startswith(STUDY_PREFIX)]
-  order = {v: i for i, v in enumerate(VARIANTS)}
-  return sorted(found, key=lambda v: (order.get(v, len(order)), v))
+  prefix = study.study_name("")
+  found = {n[len(prefix):] for n in optuna.get_all_study_names(storage) if n.startswith(prefix)}
+  return [v for v in study.variants if v in found] + sorted(found - set(study.variants))
 
 
-def load_trials(sweep_dir: str, storage: str | None = None) -> list[TrialRecord]:
-  """Every trial of every `odyssey/<variant>` study of the sweep, in variant order.
+def load_trials(sweep_dir: str, study: declaration.Study,
+                storage: str | None = None) -> list[TrialRecord]:
+  """Every trial of every variant study of the sweep, in the declared order of variants.
 
-  Raises SweepError if the storage is missing or holds no odyssey study.
+  Raises SweepError if the storage is missing or holds no study of the declared variants.
   """
   import optuna  # pylint: disable=g-import-not-at-top
 
   url = storage_url(sweep_dir, storage)
-  variants = study_variants(url)
+  variants = study_variants(study, url)
   if not variants:
     raise SweepError(
-        f"no Optuna study named '{STUDY_PREFIX}<variant>' in {masked(url)}: the launcher "
-        f"creates one per LSTM variant ({', '.join(STUDY_PREFIX + v for v in VARIANTS[:2])}, ...)")
+        f"no Optuna study named '{study.name}/<variant>' in {masked(url)}: the launcher creates "
+        f"one per variant ({', '.join(map(study.study_name, list(study.variants)[:2]))}, ...)")
   records = []
   for variant in variants:
-    trials = optuna.load_study(study_name=STUDY_PREFIX + variant,
+    trials = optuna.load_study(study_name=study.study_name(variant),
                                storage=url).get_trials(deepcopy=False)
     # An interrupted trial that was retried is its retry (same params, workdir and seed,
     # resumed from its checkpoint): counting both would count it twice, once as failed.
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-    records.extend(_record(variant, t) for t in trials if t.number not in retried)
+    records.extend(_record(study, variant, t) for t in trials if t.number not in retried)
   return records
 
 

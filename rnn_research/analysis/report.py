@@ -1,16 +1,22 @@
-"""Turns a finished or partial Odyssey sweep into `<sweep_dir>/report/report.md` and PNG figures.
+"""Turns a finished or partial sweep of any declared study into `<sweep_dir>/report/report.md`
+and PNG figures.
 
     python -m rnn_research.analysis.report --sweep_dir=DIR [--storage=URL]
 
-Reads the per-variant Optuna studies `odyssey/<variant>` (by default from DIR/study.db) and each
-trial's `metrics.jsonl` (see records.py), and writes the paper's conclusions checked one by one
-(paper.py), its Fig. 3 (box plots of test NLL, variants that differ significantly from V in thick
-blue), Fig. 4 (marginal effects), Fig. 5 (fANOVA importance), learning curves, the tables behind
-them, `summary.json` with the same numbers for scripts and `trials.csv` with every trial.
-About a minute for 9 x 200 trials, most of it fANOVA.
+Reads the study's declaration from DIR/sweep.json (rnn_research.declaration), its per-variant
+Optuna studies `<study>/<variant>` (by default from DIR/study.db) and each trial's
+`metrics.jsonl` (see records.py), and writes an overview, then the sections the study declares
+(SECTIONS; by default box plots of the test metric per variant with the variants that differ
+significantly from the declared baseline in thick blue, Welch's t-tests against the baseline
+with Bonferroni's correction, fANOVA importance over the declared space, marginal effects,
+learning curves), `summary.json` with the same numbers for scripts and `trials.csv` with every
+trial. The Odyssey study adds the paper's conclusions checked one by one (paper.py); the
+RNN-vs-Transformer study has its own comparison (comparison.py). About a minute for 9 x 200
+trials, most of it fANOVA.
 """
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -28,29 +34,64 @@ from rnn_research.database import given_url, masked
 
 REPORT_DIR = "report"
 MIN_MARGINAL_TRIALS = 5
+BASELINE_SECTIONS = ("tests", "curves")  # the sections that draw the task's baseline NLL
 
 
-def _baseline(records: list[rec.TrialRecord]) -> tuple[float | None, list[str]]:
-  """The per-key frequency baseline NLL the trials recorded, and notes if they disagree."""
-  values = sorted({r.baseline_nll for r in records if r.baseline_nll is not None})
-  if not values:
-    return None, ["No trial recorded `baseline_nll`: the figures leave the baseline out."]
-  if values[-1] - values[0] > 1e-6:
-    return float(np.median(values)), [
-        f"Trials recorded different baselines ({values[0]:.4f} to {values[-1]:.4f}); "
-        "the line shows their median. Were they trained on the same data?"]
-  return values[0], []
+@dataclasses.dataclass
+class Sweep:
+  """What the sections read: the declaration, the trials, and what is computed from them
+  (once, when a section first asks). Sections add their numbers to `summary`."""
+  dir: str
+  url: str
+  study: object  # declaration.Study
+  records: list
+  out_dir: str
+  summary: dict = dataclasses.field(default_factory=dict)
+
+  @functools.cached_property
+  def summaries(self) -> list[stats.VariantSummary]:
+    return stats.summarize(self.records, self.study.direction)
+
+  @functools.cached_property
+  def comparisons(self) -> dict:
+    return stats.compare_summaries(self.summaries, self.study.baseline, self.study.direction)
+
+  @functools.cached_property
+  def importances(self) -> list[imp.Importance]:
+    return [imp.fanova(s.variant, s.ranked, self.study.space) for s in self.summaries]
+
+  @functools.cached_property
+  def baseline(self) -> tuple[float | None, list[str]]:
+    """The task's baseline NLL the trials recorded (None unless the metric is the NLL), and
+    notes if they disagree."""
+    if self.study.metric != "nll":
+      return None, []
+    values = sorted({r.baseline_nll for r in self.records if r.baseline_nll is not None})
+    if not values:
+      return None, ["No trial recorded `baseline_nll`: the figures leave the baseline out."]
+    if values[-1] - values[0] > 1e-6:
+      return float(np.median(values)), [
+          f"Trials recorded different baselines ({values[0]:.4f} to {values[-1]:.4f}); "
+          "the line shows their median. Were they trained on the same data?"]
+    return values[0], []
 
 
-def _overview(sweep_dir, url, records, summaries, baseline, notes) -> list[str]:
+def _overview(sweep: Sweep) -> list[str]:
+  study, records = sweep.study, sweep.records
   counts = {s: sum(r.status == s for r in records) for s in rec.STATUSES}
-  data = sorted({r.data for r in records if r.data})
-  missing = [v for v in rec.VARIANTS if v not in {s.variant for s in summaries}]
-  lines = [f"# LSTM: A Search Space Odyssey — {', '.join(data) or 'sweep'} report", "",
-           f"- Sweep: `{sweep_dir}` (storage `{masked(url)}`)",
-           f"- Trials: {len(records)} in {len(summaries)} variant studies: "
-           + ", ".join(f"{n} {s}" for s, n in counts.items()),
-           f"- Per-key frequency baseline, test NLL: {tables.fmt(baseline)} nats per frame"]
+  data = sorted({r.data for r in records if r.data}) or [study.data or "sweep"]
+  present = {r.variant for r in records}
+  missing = [v for v in rec.selected_variants(sweep.dir) if v not in present]
+  lines = [f"# {study.title or study.name} — {', '.join(data)} report", "",
+           f"- Sweep: `{sweep.dir}` (storage `{masked(sweep.url)}`)",
+           f"- Trials: {len(records)} in {len(present)} variant studies: "
+           + ", ".join(f"{n} {s}" for s, n in counts.items())]
+  notes = []
+  if study.metric == "nll" and set(BASELINE_SECTIONS) & set(study.report):
+    baseline, notes = sweep.baseline
+    sweep.summary["baseline_nll"] = baseline
+    lines.append(f"- {figures.BASELINE_LABEL.capitalize()}, test NLL: {tables.fmt(baseline)}"
+                 + (f" {study.unit}" if study.unit else ""))
   if missing:
     lines.append(f"- Variants with no study yet: {', '.join(missing)}")
   if counts[rec.RUNNING]:
@@ -58,7 +99,9 @@ def _overview(sweep_dir, url, records, summaries, baseline, notes) -> list[str]:
   return lines + [f"- {n}" for n in notes] + [""]
 
 
-def _paper_section(checks: list[paper.Check]) -> list[str]:
+def _paper_section(sweep: Sweep) -> list[str]:
+  checks = paper.checks(sweep.summaries, sweep.comparisons, sweep.importances)
+  sweep.summary["paper"] = [dataclasses.asdict(c) for c in checks]
   return ["## Compared with the paper", "",
           "Each conclusion of Greff et al. (2017) on JSB Chorales against this run. Significance: "
           f"Welch's t-test against V, Bonferroni-corrected, p < {stats.ALPHA}, over all completed "
@@ -66,71 +109,78 @@ def _paper_section(checks: list[paper.Check]) -> list[str]:
           "fANOVA (below). Every trial is in `trials.csv`.", "", paper.table(checks), ""]
 
 
-TRIAL_COLUMNS = ("variant", "number", "status", *rec.SEARCH_SPACE, "epochs", "best_epoch",
-                 "valid_nll", "test_nll", "num_params", "diverged_step")
-
-
-def _trials_csv(records: list[rec.TrialRecord], path: str) -> None:
-  """Every trial, one row each (TRIAL_COLUMNS; empty where a trial has no value)."""
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(TRIAL_COLUMNS)
-    for r in records:
-      values = {**dataclasses.asdict(r), **r.params}
-      writer.writerow(["" if values.get(c) is None else values[c] for c in TRIAL_COLUMNS])
-
-
-def _test_nll_section(out_dir, summaries, comparisons, baseline) -> list[str]:
-  lines = ["## Test NLL per variant (Fig. 3)", ""]
+def _tests_section(sweep: Sweep) -> list[str]:
+  study, summaries, comparisons = sweep.study, sweep.summaries, sweep.comparisons
+  metric, base = tables.metric_label(study, unit=False), study.baseline
+  sweep.summary["variants"] = {s.variant: {
+      "counts": s.counts,
+      "best_trial": s.best.number if s.best else None,
+      f"best_{study.test_key}": s.best.test_metric if s.best else None,
+      f"median_{study.test_key}": float(np.median(s.sample("all"))) if s.ranked else None,
+      f"top_{study.test_key}": s.sample("top").tolist()} for s in summaries}
+  sweep.summary["comparisons"] = {p: {v: dataclasses.asdict(c) for v, c in comparisons[p].items()}
+                                  for p in stats.POPULATIONS}
+  lines = [f"## {metric[0].upper()}{metric[1:]} per variant", ""]
   if not any(len(s.ranked) for s in summaries):
-    return lines + ["No completed trial with a test NLL yet: box plots and tests skipped.", ""]
-  figures.box_plots(summaries, comparisons, baseline, os.path.join(out_dir, "test_nll_boxes.png"))
+    return lines + [f"No completed trial with a {metric} yet: box plots and tests skipped.", ""]
+  baseline_nll = sweep.baseline[0]
+  figures.box_plots(study, summaries, comparisons, baseline_nll,
+                    os.path.join(sweep.out_dir, f"{study.test_key}_boxes.png"))
   m = {p: sum(c.p is not None for c in comparisons[p].values()) for p in stats.POPULATIONS}
+  worse = "worse" if study.direction == "minimize" else "better"
   lines += [
-      "![Test NLL per variant](test_nll_boxes.png)", "",
+      f"![{metric[0].upper()}{metric[1:]} per variant]({study.test_key}_boxes.png)", "",
       "Boxes span the 25th to 75th percentile, whiskers the whole range; red line = median, "
-      f"red dot = mean; dashed line = per-key frequency baseline. Boxes in **thick blue** differ "
-      f"significantly from V (Welch's t-test, Bonferroni-corrected p < {stats.ALPHA}). "
-      f"The best {stats.TOP_FRACTION:.0%} of a variant's trials are chosen on validation NLL; "
-      "the *best trial* is the one with the lowest validation NLL.",
-      "", "### Table 1: trials and test NLL (nats per frame)", "", tables.trials_table(summaries),
-      "", "### Table 2: Welch's t-test of each variant's mean test NLL against V", "",
-      f"Bonferroni: p times the number of variants tested against V ({m['all']} over all trials, "
-      f"{m['top']} over the top {stats.TOP_FRACTION:.0%}), capped at 1; Δ mean > 0 means worse "
-      f"than V. A variant needs at least {stats.MIN_TEST_SAMPLES} trials in a population to be "
-      "tested.", ""]
-  if not any(s.variant == rec.BASELINE_VARIANT for s in summaries):
-    lines += [f"No study for {rec.BASELINE_VARIANT}: nothing to compare against.", ""]
-  return lines + [tables.comparisons_table(summaries, comparisons), ""]
+      "red dot = mean" + ("; dashed line = task baseline" if baseline_nll is not None else "")
+      + f". Boxes in **thick blue** differ significantly from {base} (Welch's t-test, "
+      f"Bonferroni-corrected p < {stats.ALPHA}). The best {stats.TOP_FRACTION:.0%} of a "
+      f"variant's trials are chosen on {tables.metric_label(study, 'validation', unit=False)}; "
+      f"the *best trial* is the one with the best "
+      f"{tables.metric_label(study, 'validation', unit=False)}.",
+      "", f"### Table 1: trials and {tables.metric_label(study)}", "",
+      tables.trials_table(summaries, study),
+      "", f"### Table 2: Welch's t-test of each variant's mean {metric} against {base}", "",
+      f"Bonferroni: p times the number of variants tested against {base} ({m['all']} over all "
+      f"trials, {m['top']} over the top {stats.TOP_FRACTION:.0%}), capped at 1; Δ mean > 0 means "
+      f"{worse} than {base}. A variant needs at least {stats.MIN_TEST_SAMPLES} trials in a "
+      "population to be tested.", ""]
+  if not any(s.variant == base for s in summaries):
+    lines += [f"No study for {base}: nothing to compare against.", ""]
+  return lines + [tables.comparisons_table(summaries, comparisons, base), ""]
 
 
-def _importance_section(out_dir, importances) -> list[str]:
-  lines = ["## Hyperparameter importance, fANOVA (Fig. 5)", "",
-           "Fraction of the variance of test NLL explained by each hyperparameter alone (main "
-           "effects) and by their interactions, from a random forest over each variant's completed "
-           f"trials (Optuna's FanovaImportanceEvaluator, seed {imp.SEED}; learning rate, hidden "
-           "size and 1 − momentum on log axes). fANOVA needs at least "
-           f"{imp.MIN_FANOVA_TRIALS} completed trials.", "",
-           tables.importance_table(importances), ""]
+def _importance_section(sweep: Sweep) -> list[str]:
+  study, importances = sweep.study, sweep.importances
+  sweep.summary["importance"] = {r.variant: r.fractions or r.reason for r in importances}
+  logs = [tables.param_label(n, p) for n, p in study.space.items() if p.log]
+  lines = ["## Hyperparameter importance, fANOVA", "",
+           f"Fraction of the variance of {tables.metric_label(study, unit=False)} explained by "
+           "each hyperparameter alone (main effects) and by their interactions, from a random "
+           "forest over each variant's completed trials (Optuna's FanovaImportanceEvaluator, "
+           f"seed {imp.SEED}" + (f"; {', '.join(logs)} on log axes" if logs else "")
+           + f"). fANOVA needs at least {imp.MIN_FANOVA_TRIALS} completed trials.", "",
+           tables.importance_table(importances, study.space), ""]
   if any(r.fractions for r in importances):
-    figures.importance_bars(importances, os.path.join(out_dir, "importance.png"))
+    figures.importance_bars(study, importances, os.path.join(sweep.out_dir, "importance.png"))
     lines += ["![fANOVA importance](importance.png)", ""]
   return lines
 
 
-def _marginals_section(out_dir, summaries) -> list[str]:
-  lines = ["## Marginal effects of the hyperparameters (Fig. 4)", "",
-           "Each completed trial's test NLL against one hyperparameter (dots), with the median "
-           f"in equal-width bins, one per {figures.TRIALS_PER_BIN} trials (3 to 10 bins; log "
-           "bins for learning rate and hidden size).", ""]
-  for s in summaries:
-    usable = [t for t in s.ranked if all(n in t.params for n, _, _ in figures.MARGINAL_PARAMS)]
+def _marginals_section(sweep: Sweep) -> list[str]:
+  study = sweep.study
+  lines = ["## Marginal effects of the hyperparameters", "",
+           f"Each completed trial's {tables.metric_label(study, unit=False)} against one "
+           "hyperparameter (dots), with the median in equal-width bins on the axis it was "
+           f"sampled on, one per {figures.TRIALS_PER_BIN} trials (3 to 10 bins; a bin per "
+           "choice of a categorical one).", ""]
+  for s in sweep.summaries:
+    usable = [t for t in s.ranked if all(n in t.params for n in study.space)]
     if len(usable) < MIN_MARGINAL_TRIALS:
       lines += [f"- {s.variant}: skipped, {len(usable)} completed trials "
                 f"(needs {MIN_MARGINAL_TRIALS}).", ""]
       continue
     name = f"marginals_{s.variant}.png"
-    figures.marginals(s.variant, usable, os.path.join(out_dir, name))
+    figures.marginals(study, s.variant, usable, os.path.join(sweep.out_dir, name))
     lines += [f"![{s.variant} marginals]({name})", ""]
   return lines
 
@@ -139,76 +189,88 @@ def _finite_number(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _curves_section(out_dir, sweep_dir, summaries, baseline) -> list[str]:
-  lines = ["## Learning curves (validation NLL of each variant's best trial)", ""]
+def _curves_section(sweep: Sweep) -> list[str]:
+  study = sweep.study
+  lines = [f"## Learning curves ({tables.metric_label(study, 'validation', unit=False)} of each "
+           "variant's best trial)", ""]
   curves, notes = {}, []
-  for s in summaries:
+  for s in sweep.summaries:
     best = s.best
     if best is None:
       notes.append(f"- {s.variant}: no completed trial.")
       continue
-    path = os.path.join(sweep_dir, best.workdir or "", rec.METRICS_FILE)
+    path = os.path.join(sweep.dir, best.workdir or "", rec.METRICS_FILE)
     rows = rec.read_metrics(path) if best.workdir else None
-    usable = [r for r in rows or [] if "epoch" in r and _finite_number(r.get("valid_nll"))]
+    usable = [r for r in rows or [] if "epoch" in r and _finite_number(r.get(study.objective))]
     if not usable:
       why = "no workdir recorded" if not best.workdir else (
-          "missing" if rows is None else "no epoch with a validation NLL")
+          "missing" if rows is None else f"no epoch with a {study.objective}")
       notes.append(f"- {s.variant}: best trial #{best.number} has no curve ({rec.METRICS_FILE} "
                    f"{why}: `{path}`).")
       continue
     curves[s.variant] = usable
   if curves:
-    figures.learning_curves(curves, baseline, os.path.join(out_dir, "learning_curves.png"))
+    figures.learning_curves(study, curves, sweep.baseline[0],
+                            os.path.join(sweep.out_dir, "learning_curves.png"))
     lines += ["![Learning curves](learning_curves.png)", ""]
   return lines + notes + [""]
 
 
-def _summary_json(summaries, comparisons, importances, baseline, checks) -> dict:
-  return {
-      "baseline_nll": baseline,
-      "paper": [dataclasses.asdict(c) for c in checks],
-      "variants": {s.variant: {
-          "counts": s.counts,
-          "best_trial": s.best.number if s.best else None,
-          "best_test_nll": s.best.test_nll if s.best else None,
-          "median_test_nll": float(np.median(s.sample("all"))) if s.ranked else None,
-          "top_test_nll": s.sample("top").tolist()} for s in summaries},
-      "comparisons": {p: {v: dataclasses.asdict(c) for v, c in comparisons[p].items()}
-                      for p in stats.POPULATIONS},
-      "importance": {r.variant: r.fractions or r.reason for r in importances},
-  }
+def _comparison_section(sweep: Sweep) -> list[str]:
+  from rnn_research.analysis import comparison  # pylint: disable=g-import-not-at-top
+  return comparison.section(sweep)
+
+
+# The sections a study may declare (declaration.Study.report), each (sweep) -> report lines.
+SECTIONS = {"paper": _paper_section, "tests": _tests_section,
+            "importance": _importance_section, "marginals": _marginals_section,
+            "curves": _curves_section, "comparison": _comparison_section}
+
+
+def check_sections(names) -> None:
+  """Refuses a report section the report does not know (before a sweep starts)."""
+  unknown = [n for n in names if n not in SECTIONS]
+  if unknown:
+    raise ValueError(f"report sections {unknown} are unknown; they are {list(SECTIONS)}")
+
+
+def _trials_csv(sweep: Sweep, path: str) -> None:
+  """Every trial, one row each (empty where a trial has no value)."""
+  study = sweep.study
+  columns = ("variant", "number", "status", *study.space, "epochs", "best_epoch",
+             study.objective, study.test_key, "num_params", "diverged_step")
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for r in sweep.records:
+      values = {**dataclasses.asdict(r), **r.params, study.objective: r.valid_metric,
+                study.test_key: r.test_metric}
+      writer.writerow(["" if values.get(c) is None else values[c] for c in columns])
 
 
 def write_report(sweep_dir: str, storage: str | None = None) -> str:
-  """Writes `<sweep_dir>/report/` (report.md, PNG figures, summary.json); returns report.md's path.
+  """Writes `<sweep_dir>/report/` (report.md, PNG figures, summary.json, trials.csv); returns
+  report.md's path.
 
-  Raises rec.SweepError if the sweep's storage is missing or holds no `odyssey/<variant>` study.
-  A sweep of experiments/rnn_vs_transformer.py gets its own report (analysis/comparison.py).
+  Raises rec.SweepError if the sweep's storage is missing, its sweep.json has no declaration
+  (and is of no built-in study), or the storage holds no study of a declared variant.
   """
-  from rnn_research.analysis import comparison  # pylint: disable=g-import-not-at-top
-  if comparison.is_comparison_sweep(sweep_dir):
-    return comparison.write_report(sweep_dir, storage)
   url = rec.storage_url(sweep_dir, storage)
-  records = rec.load_trials(sweep_dir, url)
+  study = rec.load_study(sweep_dir)
+  check_sections(study.report)
+  records = rec.load_trials(sweep_dir, study, url)
   out_dir = os.path.join(sweep_dir, REPORT_DIR)
   os.makedirs(out_dir, exist_ok=True)
-  summaries = stats.summarize(records)
-  comparisons = stats.compare_summaries(summaries)
-  baseline, notes = _baseline(records)
-  importances = [imp.fanova(s.variant, s.ranked) for s in summaries]
-  checks = paper.checks(summaries, comparisons, importances)
-  lines = (_overview(sweep_dir, url, records, summaries, baseline, notes)
-           + _paper_section(checks)
-           + _test_nll_section(out_dir, summaries, comparisons, baseline)
-           + _importance_section(out_dir, importances)
-           + _marginals_section(out_dir, summaries)
-           + _curves_section(out_dir, sweep_dir, summaries, baseline))
+  sweep = Sweep(sweep_dir, url, study, records, out_dir)
+  lines = _overview(sweep)
+  for name in study.report:
+    lines += SECTIONS[name](sweep)
   path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines))
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(_summary_json(summaries, comparisons, importances, baseline, checks), f, indent=1)
-  _trials_csv(records, os.path.join(out_dir, "trials.csv"))
+    json.dump(sweep.summary, f, indent=1)
+  _trials_csv(sweep, os.path.join(out_dir, "trials.csv"))
   return path
 
 
@@ -225,8 +287,8 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
 
-  flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds study.db and trial workdirs).",
-                      required=True)
+  flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json, study.db and "
+                      "trial workdirs).", required=True)
   flags.DEFINE_string("storage", None, "Optuna storage URL; default $RNN_RESEARCH_STORAGE, "
                       "else sqlite:///SWEEP_DIR/study.db.")
   app.run(main)

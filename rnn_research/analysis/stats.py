@@ -1,9 +1,11 @@
-"""Per-variant summaries of test NLL and Welch's t-tests against the vanilla LSTM.
+"""Per-variant summaries of the declared test metric and Welch's t-tests against the declared
+baseline variant.
 
-As in the paper's Fig. 3, each variant is looked at twice: over all completed trials, and over
-its best 10% chosen on validation NLL. Each variant's mean test NLL is compared with V's by
-Welch's t-test (unequal variances); with m variants compared, the Bonferroni-corrected p-value
-is min(1, m * p), and a difference counts as significant when that is below ALPHA.
+As in the Odyssey paper's Fig. 3, each variant is looked at twice: over all completed trials,
+and over its best 10% chosen on the validation metric. Each variant's mean test metric is
+compared with the baseline's by Welch's t-test (unequal variances); with m variants compared,
+the Bonferroni-corrected p-value is min(1, m * p), and a difference counts as significant when
+that is below ALPHA. Better and worse follow the declared direction.
 """
 import dataclasses
 import math
@@ -24,16 +26,11 @@ WORSE, BETTER, NO_DIFFERENCE = "significantly worse", "significantly better", "n
 class VariantSummary:
   """One variant's trials: counts per status, and its completed trials ranked on validation.
 
-  ranked: the completed trials with both a validation and a test NLL, best validation first.
+  ranked: the completed trials with both a validation and a test metric, best validation first.
   """
   variant: str
   counts: dict
   ranked: list
-
-  @property
-  def test_nll(self) -> np.ndarray:
-    """Test NLL of every ranked trial: [trials]."""
-    return np.array([t.test_nll for t in self.ranked], float)
 
   @property
   def top(self) -> list:
@@ -42,37 +39,41 @@ class VariantSummary:
 
   @property
   def best(self) -> rec.TrialRecord | None:
-    """The trial with the best validation NLL (the one a practitioner would pick)."""
+    """The trial with the best validation metric (the one a practitioner would pick)."""
     return self.ranked[0] if self.ranked else None
 
   def sample(self, population: str) -> np.ndarray:
-    """Test NLL of the trials of `population` ("all" or "top")."""
+    """Test metric of the trials of `population` ("all" or "top")."""
     trials = self.ranked if population == "all" else self.top
-    return np.array([t.test_nll for t in trials], float)
+    return np.array([t.test_metric for t in trials], float)
 
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-  """A variant's mean test NLL against V's. p-values are None when the test was not run."""
+  """A variant's mean test metric against the baseline's. p-values are None when the test
+  was not run."""
   variant: str
   n: int
   n_baseline: int
-  mean_difference: float | None  # variant mean minus V mean (positive: variant is worse)
+  mean_difference: float | None  # variant mean minus the baseline's
   p: float | None = None
   p_bonferroni: float | None = None
   verdict: str = "not tested"
 
 
-def summarize(records: list[rec.TrialRecord]) -> list[VariantSummary]:
-  """One summary per variant present in `records`, in the order they first appear."""
+def summarize(records: list[rec.TrialRecord],
+              direction: str = "minimize") -> list[VariantSummary]:
+  """One summary per variant present in `records`, in the order they first appear; trials
+  ranked best first in the metric's `direction`."""
   variants = list(dict.fromkeys(r.variant for r in records))
   summaries = []
   for variant in variants:
     trials = [r for r in records if r.variant == variant]
     counts = {s: sum(r.status == s for r in trials) for s in rec.STATUSES}
     usable = [r for r in trials if r.status == rec.COMPLETED
-              and r.valid_nll is not None and r.test_nll is not None]
-    ranked = sorted(usable, key=lambda r: (r.valid_nll, r.number))
+              and r.valid_metric is not None and r.test_metric is not None]
+    sign = 1 if direction == "minimize" else -1
+    ranked = sorted(usable, key=lambda r: (sign * r.valid_metric, r.number))
     summaries.append(VariantSummary(variant, counts, ranked))
   return summaries
 
@@ -81,19 +82,19 @@ def _trials(n: int) -> str:
   return f"{n} trial" if n == 1 else f"{n} trials"
 
 
-def _verdict(mean_difference: float, p_bonferroni: float) -> str:
+def _verdict(mean_difference: float, p_bonferroni: float, direction: str) -> str:
   if p_bonferroni >= ALPHA:
     return NO_DIFFERENCE
-  return WORSE if mean_difference > 0 else BETTER
+  return WORSE if (mean_difference > 0) == (direction == "minimize") else BETTER
 
 
-def compare_with_baseline(samples: dict[str, np.ndarray],
-                          baseline: str = rec.BASELINE_VARIANT) -> dict[str, Comparison]:
+def compare_with_baseline(samples: dict[str, np.ndarray], baseline: str,
+                          direction: str = "minimize") -> dict[str, Comparison]:
   """Welch's t-test of each variant's sample against `baseline`'s, Bonferroni-corrected.
 
-  samples: variant -> test NLL values. The number of comparisons m is the number of variants
-  actually tested (those with at least MIN_TEST_SAMPLES values and not all equal to V's);
-  the others get a Comparison whose verdict says why they were not tested.
+  samples: variant -> test metric values. The number of comparisons m is the number of
+  variants actually tested (those with at least MIN_TEST_SAMPLES values and not all equal to
+  the baseline's); the others get a Comparison whose verdict says why they were not tested.
   """
   from scipy import stats  # pylint: disable=g-import-not-at-top
 
@@ -118,11 +119,13 @@ def compare_with_baseline(samples: dict[str, np.ndarray],
     corrected = min(1.0, p * len(tested))
     results[variant] = dataclasses.replace(
         results[variant], p=p, p_bonferroni=corrected,
-        verdict=_verdict(results[variant].mean_difference, corrected))
+        verdict=_verdict(results[variant].mean_difference, corrected, direction))
   return results
 
 
-def compare_summaries(summaries: list[VariantSummary]) -> dict[str, dict[str, Comparison]]:
-  """population ("all", "top") -> variant -> Comparison with V."""
-  return {pop: compare_with_baseline({s.variant: s.sample(pop) for s in summaries})
+def compare_summaries(summaries: list[VariantSummary], baseline: str,
+                      direction: str = "minimize") -> dict[str, dict[str, Comparison]]:
+  """population ("all", "top") -> variant -> Comparison with `baseline`."""
+  return {pop: compare_with_baseline({s.variant: s.sample(pop) for s in summaries}, baseline,
+                                     direction)
           for pop in POPULATIONS}

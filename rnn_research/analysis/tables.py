@@ -1,4 +1,5 @@
-"""The report's Markdown tables: trials and test NLL, t-tests against V, fANOVA importance."""
+"""The report's Markdown tables (trials and the test metric, t-tests against the baseline
+variant, fANOVA importance) and the labels it names params and metrics by."""
 import numpy as np
 
 from rnn_research.analysis import importance as imp
@@ -14,6 +15,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
            "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def param_label(name: str, param) -> str:
+  """How the report names a declared param: its label, or its name with spaces."""
+  return param.label or name.replace("_", " ")
+
+
+def metric_label(study, split: str = "test", unit: bool = True) -> str:
+  """E.g. "test NLL (nats per frame)": the declared metric of `split`, with its unit."""
+  name = "NLL" if study.metric == "nll" else study.metric.replace("_", " ")
+  return f"{split} {name}".strip() + (f" ({study.unit})" if unit and study.unit else "")
 
 
 def fmt(value, spec: str = ".3f") -> str:
@@ -36,33 +48,37 @@ def _param_counts(summary: stats.VariantSummary) -> tuple[str, str]:
   return fmt(best, ","), fmt(int(np.median(counts)) if counts else None, ",")
 
 
-def trials_table(summaries: list[stats.VariantSummary]) -> str:
-  """Table 1: per variant, trial counts, test NLL (best trial, median, top 10%), sizes."""
+def trials_table(summaries: list[stats.VariantSummary], study) -> str:
+  """Table 1: per variant, trial counts, the test metric (best trial, median, top 10%),
+  sizes."""
+  metric = metric_label(study, unit=False)
   header = ["variant", "completed", "diverged", "failed", "running",
-            "test NLL of best trial", "median test NLL",
+            f"{metric} of best trial", f"median {metric}",
             f"top {stats.TOP_FRACTION:.0%} mean ± std", "params (best trial)", "params (median)"]
   rows = []
   for s in summaries:
     top = s.sample("top")
     top_text = (f"{top.mean():.3f} ± {top.std(ddof=1):.3f} (n={len(top)})" if len(top) > 1
                 else fmt(top[0] if len(top) else None))
-    all_nll = s.sample("all")
+    values = s.sample("all")
     rows.append([s.variant, *(str(s.counts[k]) for k in rec.STATUSES),
-                 fmt(s.best.test_nll if s.best else None),
-                 fmt(float(np.median(all_nll)) if len(all_nll) else None), top_text,
+                 fmt(s.best.test_metric if s.best else None),
+                 fmt(float(np.median(values)) if len(values) else None), top_text,
                  *_param_counts(s)])
   return markdown_table(header, rows)
 
 
-def comparisons_table(summaries: list[stats.VariantSummary], comparisons: dict) -> str:
-  """Table 2: Welch's t-test of each variant against V, over all trials and over the top 10%."""
+def comparisons_table(summaries: list[stats.VariantSummary], comparisons: dict,
+                      baseline: str) -> str:
+  """Table 2: Welch's t-test of each variant against `baseline`, over all trials and over the
+  top 10%."""
   header = ["variant"]
   for label in ("all", f"top {stats.TOP_FRACTION:.0%}"):
     header += [f"n ({label})", f"Δ mean ({label})", f"Welch p ({label})",
-               f"Bonferroni p ({label})", f"vs V ({label})"]
+               f"Bonferroni p ({label})", f"vs {baseline} ({label})"]
   rows = []
   for s in summaries:
-    if s.variant == rec.BASELINE_VARIANT:
+    if s.variant == baseline:
       continue
     row = [s.variant]
     for population in stats.POPULATIONS:
@@ -73,10 +89,11 @@ def comparisons_table(summaries: list[stats.VariantSummary], comparisons: dict) 
   return markdown_table(header, rows)
 
 
-def importance_table(importances: list[imp.Importance]) -> str:
+def importance_table(importances: list[imp.Importance], space: dict) -> str:
   """Table 3: fANOVA variance fractions per variant, or why there are none."""
-  names = [*rec.SEARCH_SPACE, imp.INTERACTIONS]
-  header = ["variant", "trials"] + [n.replace("_", " ") for n in names]
+  names = [*space, imp.INTERACTIONS]
+  header = ["variant", "trials"] + [param_label(n, space[n]) if n in space else n
+                                    for n in names]
   rows = []
   for result in importances:
     if result.fractions:
