@@ -16,6 +16,7 @@ import pytest
 
 from launch import study as studies
 from rnn_research import database, provenance
+from rnn_research.declaration import Param, Study
 
 ROOT = pathlib.Path(__file__).parents[1]
 SECRET_URL = "postgresql://me:s3cret@127.0.0.1:9/none"  # nothing listens on port 9
@@ -113,26 +114,30 @@ def test_a_slurm_task_reads_an_environment_url_instead_of_pickling_it(monkeypatc
   assert calls == [SECRET_URL]
 
 
-SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0),
-         "n": optuna.distributions.IntDistribution(1, 1000, log=True)}
+DECLARED = Study(name="s", data="none", variants={"V": {}, "NP": {}}, baseline="V",
+                 space={"x": Param("linear", 0.0, 1.0), "n": Param("log_int", 1, 1000)})
+SPACE = DECLARED.distributions()
 
 
 def _sample(study, count: int) -> list[dict]:
   return [study.ask(SPACE).params for _ in range(count)]
 
 
+def open_study(storage, variant: str, seed: int) -> optuna.Study:
+  return studies.open_study(storage, DECLARED, variant, seed=seed)
+
+
 def test_each_trial_is_sampled_from_the_seed_study_and_number_alone():
-  alone = studies.open_study(optuna.storages.InMemoryStorage(), "s", "V", seed=7)
+  alone = open_study(optuna.storages.InMemoryStorage(), "V", 7)
   expected = _sample(alone, 4)
   # Two workers sharing one study claim its trials in turn: each samples what one worker would.
   storage = optuna.storages.InMemoryStorage()
-  workers = [studies.open_study(storage, "s", "V", seed=7) for _ in range(2)]
+  workers = [open_study(storage, "V", 7) for _ in range(2)]
   shared = [workers[k % 2].ask(SPACE).params for k in range(4)]
   assert shared == expected
   assert len({p["x"] for p in expected}) == 4  # trials differ from each other
-  other_seed = _sample(studies.open_study(optuna.storages.InMemoryStorage(), "s", "V", seed=8), 4)
-  other_variant = _sample(studies.open_study(optuna.storages.InMemoryStorage(), "s", "NP",
-                                             seed=7), 4)
+  other_seed = _sample(open_study(optuna.storages.InMemoryStorage(), "V", 8), 4)
+  other_variant = _sample(open_study(optuna.storages.InMemoryStorage(), "NP", 7), 4)
   assert other_seed != expected and other_variant != expected
 
 
@@ -150,16 +155,17 @@ def test_an_old_sweep_json_without_a_seed_resumes(fake_chorales, tmp_path, monke
   monkeypatch.delenv(database.ENVIRONMENT_VARIABLE, raising=False)
   study = str(ROOT / "experiments" / "odyssey.py")
   sweep_dir = tmp_path / "sweep"
-  sweep.prepare(_sweep_config(fake_chorales), f"{study}:smoke", str(sweep_dir), None, False)
+  prepare = lambda config: sweep.prepare(sweep.check(config, f"{study}:smoke", str(sweep_dir),
+                                                     None, False))
+  prepare(_sweep_config(fake_chorales))
   record = json.loads((sweep_dir / "sweep.json").read_text())
   assert record["config"]["seed"] == 0
   del record["config"]["seed"]  # as written before the sampler had a seed
   (sweep_dir / "sweep.json").write_text(json.dumps(record))
-  sweep.prepare(_sweep_config(fake_chorales), f"{study}:smoke", str(sweep_dir), None, False)
+  prepare(_sweep_config(fake_chorales))
   assert json.loads((sweep_dir / "sweep.json").read_text())["config"]["seed"] == 0
   with pytest.raises(ValueError, match=r"keys \['config.seed'\] differ"):
-    sweep.prepare(_sweep_config(fake_chorales, seed=1), f"{study}:smoke", str(sweep_dir), None,
-                  False)
+    prepare(_sweep_config(fake_chorales, seed=1))
   runs = json.loads((sweep_dir / provenance.ENV_FILE).read_text())
   assert len(runs) == 2 and runs[0]["config"] == {**record, "config": {**record["config"],
                                                                         "seed": 0}}
