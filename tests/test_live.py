@@ -100,7 +100,8 @@ def finished_sweep(fake_chorales, tmp_path_factory):
   config.data, (config.data_path, config.data_dir) = "standard", fake_chorales
   config.trial.max_epochs = 2
   sweep_dir = tmp_path_factory.mktemp("sweep")
-  prepared = sweep.prepare(config, "experiments/odyssey.py:smoke", str(sweep_dir), None, False)
+  prepared = sweep.prepare(sweep.check(config, "experiments/odyssey.py:smoke", str(sweep_dir), None,
+                                       False))
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
     assert worker.run_worker(str(sweep_dir), prepared.url, prepared.study_file, config.to_dict(),
