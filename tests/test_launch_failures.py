@@ -7,14 +7,15 @@ import sys
 import optuna
 
 from launch import study as studies
+from rnn_research.declaration import Param, Study
 
 ROOT = pathlib.Path(__file__).parents[1]
-# A study whose every trial raises in training: its trials ask for an optimizer train.py lacks.
+# A study whose every trial raises in training: Odyssey's declaration, whose trials ask for an
+# optimizer train.py lacks.
 POISON_STUDY = '''
 from experiments import odyssey
 
-PACK_SHARED_PARAMS = odyssey.PACK_SHARED_PARAMS
-get_config, search_space = odyssey.get_config, odyssey.search_space
+get_config = odyssey.get_config
 
 
 def trial_config(config, variant, params, seed):
@@ -61,8 +62,10 @@ def test_a_trial_that_always_raises_is_recorded_and_retried_up_to_the_cap(fake_c
 
 def test_interrupted_trials_are_retried_up_to_the_cap(tmp_path):
   storage = studies.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
-  study = studies.open_study(storage, "test", "V")
-  space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+  declared = Study(name="test", data="none", variants={"V": {}}, baseline="V",
+                   space={"x": Param("linear", 0.0, 1.0)})
+  study = studies.open_study(storage, declared, "V")
+  space = declared.distributions()
   first = study.ask(space)
   first.set_user_attr("workdir", "trials/V/0000")
   first.set_user_attr("seed", 0)
