@@ -11,7 +11,7 @@ from flax import nnx
 
 from cases import CASES, random_params, rel_err
 from kernels import platforms, programs, rnn, sequence, step
-from rnn_research.cells import GRUDef, LSTMDef, MGUDef, PRESETS
+from rnn_research.cells import GRUDef, LSTMDef, PRESETS
 from rnn_research.layers import LSTM, recurrence, run
 
 pallas = functools.partial(recurrence, backend="pallas")
