@@ -3,6 +3,7 @@ without writing anything (`check`), then build the data, bind the config to the 
 directory and open the variants' studies (`prepare`)."""
 import collections
 import dataclasses
+import functools
 import pathlib
 
 from launch import study as studies
@@ -111,20 +112,23 @@ def describe_outcomes(counts: collections.Counter, total: int, sweep_dir) -> str
   return "\n".join(lines)
 
 
-def _binding(config) -> dict:
-  """How `bind_config` compares a sweep dir's stored config with `config`, and names a sweep dir
-  of another config. The stored one is completed first: a built-in study's sweep written before
-  studies declared themselves gets its declaration (declaration.complete_sweep_record), its
-  trial config is completed by tasks.complete_record, and the study config's keys declared
-  since it was written (absent from it, e.g. max_retries) take their values in `config`."""
-  def normalise(record: dict) -> dict:
-    record = declaration.complete_sweep_record(record)
-    stored = {**config.to_dict(), **record["config"]}
-    if "trial" in stored:
-      stored["trial"] = tasks.complete_record(stored["trial"])
-    return {**record, "config": stored}
+def complete_record(record: dict, config) -> dict:
+  """A stored sweep record (sweep.json) completed to compare with one of `config` written now:
+  a built-in study's sweep written before studies declared themselves gets its declaration
+  (declaration.complete_sweep_record), its trial config is completed by
+  tasks.complete_record, and the study config's keys declared since it was written (absent
+  from it, e.g. max_retries) take their values in `config`."""
+  record = declaration.complete_sweep_record(record)
+  stored = {**config.to_dict(), **record["config"]}
+  if "trial" in stored:
+    stored["trial"] = tasks.complete_record(stored["trial"])
+  return {**record, "config": stored}
 
-  return dict(kind="a sweep", normalise=normalise,
+
+def _binding(config) -> dict:
+  """How `bind_config` compares a sweep dir's stored config with `config` (`complete_record`),
+  and names a sweep dir of another config."""
+  return dict(kind="a sweep", normalise=functools.partial(complete_record, config=config),
               remedy="pass --overwrite to delete it, or choose another --sweep_dir")
 
 

@@ -122,12 +122,17 @@ def test_the_launcher_checks_the_declaration_before_writing():
 def test_an_old_odyssey_sweep_json_normalises_to_the_new_config():
   """A sweep of experiments/odyssey.py:cpu written before studies declared themselves (like the
   CPU reproduction's) binds to the same config written now, so it resumes and reports."""
-  new = json.loads(json.dumps(odyssey.get_config("cpu").to_dict()))
-  old = {k: v for k, v in new.items() if k != "study"} | {"name": "odyssey"}
-  record = sweeps.complete_record({"study": "/anywhere/experiments/odyssey.py", "config": old})
+  config = odyssey.get_config("cpu")
+  new = json.loads(json.dumps(config.to_dict()))
+  # Written then: no declaration, no sampler seed, no retry cap; the study's name at the top.
+  old = {k: v for k, v in new.items() if k not in ("study", "seed", "max_retries")}
+  old["name"] = "odyssey"
+  record = sweeps.complete_record({"study": "/anywhere/experiments/odyssey.py", "config": old},
+                                  config)
   assert json.loads(json.dumps(record["config"])) == new
-  other = {"study": "/home/me/mine.py", "config": {"name": "mine"}}
-  assert sweeps.complete_record(other) == other  # then refused as a different config
+  other = sweeps.complete_record({"study": "/home/me/mine.py", "config": {"name": "mine"}},
+                                 config)
+  assert other["config"] != record["config"]  # refused as a different config
 
 
 def test_the_comparison_study_declares_its_section_and_accepts_any_size():
