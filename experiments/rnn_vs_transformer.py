@@ -4,10 +4,15 @@ matched parameter counts, on the same data with the same training budget.
     # smoke: JSB Chorales and the adding problem (T = 50), five backbones at ~20K parameters,
     # one trial each, 2 epochs: ~250 CPU-seconds, 5 minutes on 2 shared cores (load 5)
     python -m launch.local --study=experiments/rnn_vs_transformer.py:smoke --workers=2
-    # cpu: the README's table. JSB, the adding and copy tasks at T = 100 (50K and 200K
-    # parameters) and the folk tunes (50K), six backbones, 2 trials each (84 trials in 42 packs):
-    # about 3 hours on 2 CPU cores
+    # cpu: the README's table. JSB (the standard file, trained to early stopping), the adding
+    # and copy tasks at T = 100 (50K and 200K parameters) and the folk tunes (50K) on CPU
+    # budgets, six backbones, 4 trials each (168 trials in 84 packs)
     python -m launch.local --study=experiments/rnn_vs_transformer.py:cpu --workers=2
+    # its JSB column alone (48 trials), as the README's headline was rerun
+    python -m launch.local --study=experiments/rnn_vs_transformer.py:cpu \
+        --config.variants="$(python -c 'from experiments.rnn_vs_transformer import variants; \
+                             print(variants(["jsb"], sizes=["50k", "200k"]))')" \
+        --sweep_dir=sweeps/rnn_vs_transformer-jsb-cpu
     # the full study: 10 benchmarks x 6 backbones x 3 sizes, 8 trials each (1440 trials; not run
     # yet: weeks of CPU, GPU work); restrict it with --config.variants, e.g. JSB only:
     python -m launch.local --study=experiments/rnn_vs_transformer.py --workers=8 \
@@ -15,8 +20,9 @@ matched parameter counts, on the same data with the same training budget.
                              print(variants(["jsb"]))')"
 
 A variant is `<benchmark>-<backbone>-<size>`, e.g. `jsb-transformer-200k`:
-- benchmarks: `jsb` (JSB Chorales, NLL per frame; `--config.jsb_data=standard
-  --config.data_path=...JSB_Chorales.mat` for the standard file), `abc` (folk tunes cut to their
+- benchmarks: `jsb` (JSB Chorales, NLL per frame: the standard file beside this repository,
+  another with --config.data_path=...; `--config.jsb_data=music21` for the chorales of music21,
+  no file), `abc` (folk tunes cut to their
   first 512 characters, bits per character), `adding<T>` (the adding problem, MSE) and
   `copy<T>` (the copy task, NLL per step) at T = 100, 200, 500, 1000;
 - backbones: `lstm_V` (the Odyssey vanilla LSTM), `lstm_CIFG` (its cheapest variant as good as
@@ -26,7 +32,8 @@ A variant is `<benchmark>-<backbone>-<size>`, e.g. `jsb-transformer-200k`:
 - sizes: a parameter count (`50k`, `200k`, `1m`), met by choosing the width
   (`rnn_research.backbones.sizing.match_width` on the real model).
 Each variant is an Optuna study (`rnn_vs_transformer/<variant>`) with a random search over the
-learning rate (Adam) and dropout. The report (`rnn_research.analysis.comparison`) plots the test
+learning rate (Adam) and dropout (a recurrent backbone's on its outputs before the read-out,
+`dropout_key`). The report (`rnn_research.analysis.comparison`) plots the test
 metric against parameters and against training time, the generation latency per token against
 position (from `benchmarks/results/generation_latency.json`), and samples of the best models.
 Expected (published): on JSB, LSTMs near 8.5 nats per frame and Bai et al.'s TCN 8.10 on the
@@ -39,6 +46,7 @@ import re
 
 import ml_collections
 
+from experiments.odyssey import STANDARD_JSB
 from rnn_research import backbones, train
 from rnn_research.declaration import Param, Study
 
@@ -55,9 +63,10 @@ BACKBONES = {
     "transformer": dict(backbone="transformer", num_layers=2, positions="rotary"),
 }
 SIZES = ("50k", "200k", "1m")
+RECURRENT = ("lstm", "gru", "rnn")  # the recurrent backbones (rnn_research.backbones)
 # Adam's learning rate and the dropout rate.
-SPACE = {"learning_rate": Param("log", 1e-4, 1e-2),
-         "dropout": Param("linear", 0.0, 0.5, key="model.dropout")}
+# The dropout rate's model key depends on the backbone (`dropout_key`).
+SPACE = {"learning_rate": Param("log", 1e-4, 1e-2), "dropout": Param("linear", 0.0, 0.5)}
 # The longest sequence of each benchmark, which the TCN's receptive field covers. The folk tunes
 # are cut to their first 512 characters (task_options.max_length), which leaves 95% of the
 # training tunes whole (488 of 10,431 are longer, up to 2,179): full attention over the longest
@@ -112,36 +121,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """arg: None (the full study), "cpu" (the README's table: 3 hours on 2 CPU cores) or "smoke"
   (minutes on a laptop CPU)."""
   trial = train.default_config()
-  trial.update(optimizer="adam", batch_size=32, clip_norm=1.0, max_epochs=60, patience=8)
+  trial.update(optimizer="adam", batch_size=32, clip_norm=1.0)
   config = ml_collections.ConfigDict(dict(
       variants=variants(),
-      jsb_data="music21",  # or "standard", with data_path
-      # The training budget of each benchmark, the same for every backbone and size. The folk
-      # tunes are ~100x JSB's characters: fewer passes.
-      budgets=dict(jsb=dict(max_epochs=60, pad_multiple=32),
-                   abc=dict(max_epochs=10, pad_multiple=32),
-                   synthetic=dict(max_epochs=60, train_size=10_000, eval_size=1_000)),
+      jsb_data="jsb_standard",  # the standard file (data_path), or "music21"
+      # The training budget of each benchmark, the same for every backbone and size: at most
+      # max_epochs, stopping after `patience` epochs without a better validation metric. JSB's
+      # converges (the best epoch is not the last); the folk tunes are ~100x JSB's characters:
+      # fewer passes.
+      budgets=dict(jsb=dict(max_epochs=300, patience=20, pad_multiple=32),
+                   abc=dict(max_epochs=10, patience=8, pad_multiple=32),
+                   synthetic=dict(max_epochs=60, patience=8, train_size=10_000,
+                                  eval_size=1_000)),
       trial=trial,
   ))
+  config.trial.data_path = str(STANDARD_JSB)
   trials_per_variant = 8
   if arg == "cpu":
     # The long sequences (T >= 200) and the 1M models are GPU work; the folk tunes at one size.
     config.variants = (variants(("jsb", "adding100", "copy100"), sizes=("50k", "200k"))
                        + variants(("abc",), sizes=("50k",)))
-    trials_per_variant = 2
-    config.trial.patience = 6
-    # One padded length for JSB (the longest chorale has 193 frames), four for the tunes: few
-    # programs to compile.
-    config.budgets.update(jsb=dict(max_epochs=40, pad_multiple=200),
-                          abc=dict(max_epochs=1, pad_multiple=128),
-                          synthetic=dict(max_epochs=12, train_size=2_000, eval_size=500))
+    trials_per_variant = 4
+    # One padded length for JSB (the longest standard chorale has 160 frames), four for the
+    # tunes: few programs to compile. The tunes and the synthetic tasks keep CPU budgets.
+    config.budgets.update(jsb=dict(max_epochs=300, patience=20, pad_multiple=JSB_MAX_LENGTH),
+                          abc=dict(max_epochs=1, patience=6, pad_multiple=128),
+                          synthetic=dict(max_epochs=12, patience=6, train_size=2_000,
+                                         eval_size=500))
   elif arg == "smoke":
     config.variants = variants(("jsb", "adding50"), ("lstm_V", "gru", "tcn", "mlp", "transformer"),
                                ("20k",))
     trials_per_variant = 1
-    config.trial.patience = 2
-    config.budgets.update(jsb=dict(max_epochs=2, pad_multiple=200),
-                          synthetic=dict(max_epochs=2, train_size=256, eval_size=64))
+    config.jsb_data = "music21"  # built in: the smoke run needs no file
+    config.trial.data_path = ""
+    config.budgets.update(jsb=dict(max_epochs=2, patience=2, pad_multiple=200),
+                          synthetic=dict(max_epochs=2, patience=2, train_size=256,
+                                         eval_size=64))
   elif arg is not None:
     raise ValueError(f"unknown config argument {arg!r}; use none (the full study), 'cpu' or "
                      f"'smoke'")
@@ -176,7 +191,10 @@ def tcn_blocks(length: int, kernel_size: int) -> int:
 
 
 def _benchmark_trial(trial, config, benchmark: str) -> None:
-  """Sets the task, data and budget of `benchmark` on a trial config."""
+  """Sets the task, data and budget of `benchmark` on a trial config (the data file,
+  config.data_path, is JSB's)."""
+  if benchmark != "jsb":
+    trial.data_path = ""
   synthetic = re.match(r"^(adding|copy)(\d+)$", benchmark)
   if synthetic:
     budget = config.budgets.synthetic
@@ -190,7 +208,7 @@ def _benchmark_trial(trial, config, benchmark: str) -> None:
     trial.pad_multiple = budget.pad_multiple
     if benchmark == "abc":
       trial.task_options = dict(max_length=ABC_MAX_LENGTH)
-  trial.max_epochs = budget.max_epochs
+  trial.max_epochs, trial.patience = budget.max_epochs, budget.patience
 
 
 def sequence_length(benchmark: str) -> int:
@@ -216,6 +234,20 @@ def model_factory(trial):
   else:
     units, embed = 88, False
   return lambda model: NextStepModel(model, units, units, embed=embed, rngs=nnx.Rngs(0))
+
+
+def matched_width(trial, target: int) -> int:
+  """The width of the trial's model (its task, data and model config) closest to `target`
+  parameters."""
+  shape = {k: trial[k] for k in ("task", "data", "data_dir")} | {"model": trial.model.to_dict()}
+  return _matched_width(json.dumps(shape, sort_keys=True), target)
+
+
+def dropout_key(model) -> str:
+  """The model key a searched dropout rate sets: a recurrent stack's `dropout` acts between its
+  layers only (as PyTorch's), none in one layer, so there it is the outputs' before the
+  read-out (`output_dropout`); the TCN, MLP and Transformer drop inside every block."""
+  return "output_dropout" if model.backbone in RECURRENT else "dropout"
 
 
 @functools.lru_cache(maxsize=None)
@@ -244,9 +276,8 @@ def trial_config(config, variant: str, params: dict, seed: int) -> ml_collection
   trial.model = backbones.complete(BACKBONES[backbone])
   if backbone == "tcn":
     trial.model.num_layers = tcn_blocks(sequence_length(benchmark), trial.model.kernel_size)
-  shape = {k: trial[k] for k in ("task", "data", "data_dir")} | {"model": trial.model.to_dict()}
-  trial.model.hidden_size = _matched_width(json.dumps(shape, sort_keys=True), target)
-  trial.model.dropout = float(params["dropout"])
+  trial.model.hidden_size = matched_width(trial, target)
+  trial.model[dropout_key(trial.model)] = float(params["dropout"])
   trial.learning_rate = float(params["learning_rate"])
   trial.lock()
   return trial

@@ -167,7 +167,8 @@ def _enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_ret
     print(f"{study.study_name} trial {trial.number} failed for good after {retries} retries "
           f"(max_retries={max_retries})", file=sys.stderr, flush=True)
     return
-  attrs = {key: trial.user_attrs[key] for key in ("workdir", "seed") if key in trial.user_attrs}
+  attrs = {key: trial.user_attrs[key] for key in ("workdir", "seed", "pack")
+           if key in trial.user_attrs}
   study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number,
                                                 "retries": retries + 1})
 
@@ -219,22 +220,24 @@ def claim_lock(url: str, sweep_dir, name: str):
 
 def claim_trials(study: optuna.Study, target: int, distributions, lock, size: int = 1,
                  shared: tuple[str, ...] = (), *, max_retries: int) -> list[optuna.Trial]:
-  """Up to `size` trials to train together (an enqueued retry first), fewer when the study is
-  near `target` trials done or taken, none when it has them all. Trials after the first are
-  sampled with the first one's values of the `shared` params (e.g. the hidden size of a pack).
-  Holds `lock` (see `claim_lock`) throughout; first retries the stale trials of dead workers,
-  and starts the heartbeats of the claimed trials when the storage has heartbeats. A trial
-  failed with its `max_retries` retries spent counts as done."""
+  """Up to `size` trials to train together, fewer when the study is near `target` trials done
+  or taken, none when it has them all. Enqueued retries come first: the first waiting one and
+  those after it of the same pack (an interrupted pack is claimed whole again, in its order,
+  and resumes from its checkpoint). Otherwise new trials: those after the first are sampled
+  with its values of the `shared` params (e.g. the hidden size of a pack). Holds `lock`
+  (see `claim_lock`) throughout; first retries the stale trials of dead workers, and starts the
+  heartbeats of the claimed trials when the storage has heartbeats. A trial failed with its
+  `max_retries` retries spent counts as done."""
   with lock, _quiet():
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
     taken = sum(is_done(t, max_retries) or t.state == optuna.trial.TrialState.RUNNING
                 for t in trials)
     if not waiting and taken >= target:
       return []
-    claimed = [study.ask(distributions)]
-    while len(claimed) < size and waiting <= 1 and taken + len(claimed) < target:
+    claimed = [study.ask(distributions) for _ in range(_retry_pack(waiting, shared, size))]
+    while not waiting and len(claimed) < size and taken + len(claimed) < target:
       study.enqueue_trial({name: claimed[0].params[name] for name in shared})
       claimed.append(study.ask(distributions))
     storage = study._storage  # pylint: disable=protected-access
@@ -242,6 +245,21 @@ def claim_trials(study: optuna.Study, target: int, distributions, lock, size: in
       for trial in claimed:
         storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
     return claimed
+
+
+def _retry_pack(waiting: list[optuna.trial.FrozenTrial], shared: tuple[str, ...],
+                size: int) -> int:
+  """How many waiting trials to claim together (at least 1: a new trial when none waits): the
+  first and those after it of the same pack (user attr "pack", set when a worker claims them)
+  and the same values of the `shared` params, at most `size`. (Optuna hands out waiting trials
+  in the order they were enqueued.)"""
+  values = [(t.user_attrs.get("pack"),
+             {name: t.system_attrs.get("fixed_params", {}).get(name) for name in shared})
+            for t in waiting]
+  count = 1
+  while count < min(size, len(values)) and values[count] == values[0]:
+    count += 1
+  return count
 
 
 @contextlib.contextmanager

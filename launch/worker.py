@@ -113,12 +113,14 @@ class _Claim:
     self._objective = objective  # what `report` reports: the declaration's
     specs = []
     for trial in trials:
-      # A retried trial keeps its workdir and seed, and so resumes from its checkpoint.
+      # A retried trial keeps its workdir, seed and pack (named by its first trial's workdir,
+      # which holds the pack's checkpoint), and so resumes from that checkpoint.
       workdir = trial.user_attrs.get("workdir",
                                      f"{studies.TRIALS_DIR}/{variant}/{trial.number:04d}")
       seed = trial.user_attrs.get("seed", trial.number)
       trial.set_user_attr("workdir", workdir)
       trial.set_user_attr("seed", seed)
+      trial.set_user_attr("pack", trials[0].user_attrs["workdir"])
       specs.append({"number": trial.number, "params": trial.params, "workdir": workdir,
                     "seed": seed})
     self.spec = {"variant": variant, "trials": specs}

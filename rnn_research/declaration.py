@@ -16,6 +16,7 @@ a built-in study written before: `complete_sweep_record`).
     def get_config(arg=None):
       trial = train.default_config("adding", "gru")
       trial.update(data="adding", task_options=dict(length=50))
+      trial.model.num_layers = 2  # dropout acts between layers
       return STUDY.config(trial, trials_per_variant=20)
 
 A trial's config is the study's base trial config with its variant's settings and its sampled

@@ -79,3 +79,37 @@ def test_interrupted_trials_are_retried_up_to_the_cap(tmp_path):
   assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3
   assert [studies.is_done(t, max_retries=2) for t in trials] == [False, False, True]
   assert studies.outcome(trials[-1]) == "failed: interrupted"
+
+
+def test_an_interrupted_pack_is_claimed_whole_again_in_its_order(tmp_path):
+  url = f"sqlite:///{tmp_path / 'study.db'}"
+  declared = Study(name="test", data="none", variants={"V": {}}, baseline="V",
+                   space={"size": Param("int", 1, 1000), "x": Param("linear", 0.0, 1.0)})
+  study = studies.open_study(studies.open_storage(url), declared, "V")
+  space = declared.distributions()
+  claim = lambda: studies.claim_trials(study, 12, space,
+                                       studies.claim_lock(url, tmp_path, study.study_name),
+                                       size=4, shared=("size",), max_retries=3)
+  packs = [claim()[:3], claim()[:3]]  # two packs, each of one size (as a worker marks them)
+  for pack in packs:
+    for trial in pack:
+      trial.set_user_attr("workdir", f"trials/V/{trial.number:04d}")
+      trial.set_user_attr("pack", pack[0].user_attrs["workdir"])
+  assert [len({t.params["size"] for t in pack}) for pack in packs] == [1, 1]
+  for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+    if "pack" not in trial.user_attrs:
+      study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # not part of this test
+  # a trial of the second pack's size that trained alone (its retry was claimed alone)
+  study.enqueue_trial(packs[1][0].params, user_attrs={"workdir": "trials/V/0099",
+                                                      "pack": "trials/V/0099"})
+  assert len(claim()) == 1
+  assert studies.requeue_interrupted(study, max_retries=3) == 7  # the workers are killed
+  for pack in packs:  # each pack comes back whole, in its order: it resumes from its checkpoint
+    retried = claim()
+    assert [t.user_attrs["retry_of"] for t in retried] == [t.number for t in pack]
+    assert [t.params for t in retried] == [t.params for t in pack]
+    assert {t.user_attrs["pack"] for t in retried} == {pack[0].user_attrs["workdir"]}
+  assert [t.user_attrs["workdir"] for t in claim()] == ["trials/V/0099"]  # alone again
+  fresh = claim()  # then new trials, a pack sharing a size
+  assert len(fresh) == 4 and "retry_of" not in fresh[0].user_attrs
+  assert len({t.params["size"] for t in fresh}) == 1

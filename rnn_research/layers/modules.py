@@ -14,6 +14,7 @@ Regularisation (`layers.regularization`; masks drawn once per call, in training 
 turns them back on.
 """
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,10 @@ class StackedRNN(nnx.Module):
       cell = dataclasses.replace(cell, in_features=directions * cell.output_size)
     self.layers = nnx.List(layers)
     rates.check_cell(self.layers[0][0].definition)
+    if dropout > 0 and num_layers == 1:  # as PyTorch, which warns too
+      warnings.warn(f"dropout={dropout} acts between layers, so a one-layer stack has none; "
+                    "use input_dropout or recurrent_dropout, or the model's output_dropout "
+                    "(next-step models)", stacklevel=2)
     # Only stacks with dropout carry its random state.
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 and num_layers > 1 else None
     self.masks = regularization.RecurrentDropout(rates, rngs=rngs) if rates.any else None

@@ -13,6 +13,8 @@ from rnn_research.tasks import register
 from rnn_research.tasks.base import Task, eval_batches
 
 OPTIONS = dict(max_length=0)
+# The model keys of the head (NextStepModel) besides the backbone's.
+MODEL = dict(output_dropout=0.0)  # dropout on the backbone's outputs before the read-out
 # config.data -> (TFDS name, kind). The Boulanger-Lewandowski sets are built from the user's
 # .pickle/.mat file (config.data_path) the first time, each under its own name.
 DATASETS = {"music21": ("jsb_chorales/music21", "piano_roll"),
@@ -43,7 +45,7 @@ def max_length(config) -> int:
   return value
 
 
-@register("next_step", options=OPTIONS, data=DATASETS)
+@register("next_step", options=OPTIONS, model=MODEL, data=DATASETS)
 def next_step_task(config) -> Task:
   from rnn_research import data  # pylint: disable=g-import-not-at-top
   name, kind = DATASETS[config.data]
@@ -61,7 +63,8 @@ def next_step_task(config) -> Task:
     transform = data.cropped(transform, cut)
 
   def make_model(model_config, rngs):
-    return NextStepModel(model_config, units, units, embed=embed, rngs=rngs)
+    return NextStepModel(model_config, units, units, embed=embed,
+                         output_dropout=model_config.output_dropout, rngs=rngs)
 
   return Task(sources["train"], eval_batches(sources, config, transform), transform, make_model,
               loss, baseline_nll=baseline, bits_per_character=kind == "characters")
