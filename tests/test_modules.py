@@ -73,8 +73,9 @@ def test_dropout_between_layers_only_in_training(rng):
   assert rel_err(eval_a, expected) < 1e-6
 
 
-def test_single_layer_dropout_never_touches_outputs(rng):
-  model = LSTM(5, 6, dropout=0.9, rngs=nnx.Rngs(3))
+def test_single_layer_dropout_never_touches_outputs_and_warns(rng):
+  with pytest.warns(UserWarning, match="dropout=0.9 acts between layers"):
+    model = LSTM(5, 6, dropout=0.9, rngs=nnx.Rngs(3))
   xs = jnp.asarray(rng.standard_normal((2, 4, 5)), jnp.float32)
   cell = model.layers[0][0]
   assert np.array_equal(model(xs)[0], run(cell.definition, cell.params, xs)[0])

@@ -87,7 +87,7 @@ class StackedRNN(nnx.Module):
     if dropout > 0 and num_layers == 1:  # as PyTorch, which warns too
       warnings.warn(f"dropout={dropout} acts between layers, so a one-layer stack has none; "
                     "use input_dropout or recurrent_dropout, or the model's output_dropout "
-                    "(next-step models)", stacklevel=2)
+                    "(next-step models)", stacklevel=3)
     # Only stacks with dropout carry its random state.
     self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0 and num_layers > 1 else None
     self.masks = regularization.RecurrentDropout(rates, rngs=rngs) if rates.any else None
