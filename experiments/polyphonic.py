@@ -44,7 +44,7 @@ BACKBONES = {
     "mlp": comparison.BACKBONES["mlp"],
     "transformer": comparison.BACKBONES["transformer"],
 }
-SPACE = {"learning_rate": Param("log", 2e-4, 5e-3),
+SPACE = {"learning_rate": Param("log", 5e-4, 1e-2),
          "dropout": Param("linear", 0.0, 0.5),  # its model key: comparison.dropout_key
          "size": Param("log_int", 20_000, 300_000, label="parameters")}
 LONGEST_CHORALE = 160  # frames, in the standard JSB file: the TCN's receptive field covers it
