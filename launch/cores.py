@@ -9,6 +9,8 @@ persistent compilation cache, so a program that several of them need is compiled
 """
 import contextlib
 import os
+import threading
+import time
 
 SINGLE_THREADED_XLA = "--xla_cpu_multi_thread_eigen=false"
 
@@ -58,3 +60,14 @@ def environment(variables: dict):
         del os.environ[name]
       else:
         os.environ[name] = value
+
+
+def exit_with_parent(parent: int, poll: float = 2.0) -> None:
+  """Ends this process (exit status 1) as soon as its parent `parent` is gone: a worker whose
+  launcher was killed stops, instead of training on beside the next launcher's workers (which
+  retry its trials from their checkpoints). Checked every `poll` seconds by a daemon thread."""
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(poll)
+    os._exit(1)  # pylint: disable=protected-access
+  threading.Thread(target=watch, daemon=True, name="exit_with_parent").start()

@@ -6,7 +6,8 @@ at the end the report is written.
         --config.data_path=../shared/data/JSB_Chorales.mat --sweep_dir=sweeps/odyssey-standard
 
 The sweep directory (default sweeps/<study file>[-<arg>]) holds sweep.json (the study config),
-study.db and trials/. Running the same command again after a kill resumes: interrupted trials
+study.db and trials/. Running the same command again after a kill (of the launcher alone too: its workers end
+with it) resumes: interrupted trials
 restart from their checkpoints and finished ones are kept. A different config in an existing
 sweep directory is refused (naming the differing keys) unless --overwrite. Bad input (a study
 file, config key, variant, data set or data file that does not exist, an unreachable database)
@@ -20,6 +21,7 @@ print nothing of their own, see launch/progress.py); the learning curves are liv
 `tensorboard --logdir <sweep dir>/trials` and `optuna-dashboard sqlite:///<sweep dir>/study.db`.
 """
 import multiprocessing
+import os
 import time
 
 from absl import app, flags, logging
@@ -40,6 +42,12 @@ _STORAGE = flags.DEFINE_string("storage", None, "Optuna database URL (default: "
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete a sweep dir written by another config.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check, print the plan and a run-time estimate "
                              "(measured: one epoch of one pack); write nothing in the sweep dir.")
+
+
+def _worker(launcher: int, *args, **kwargs) -> int:
+  """A worker process of this launcher (`run_worker`), which ends when the launcher is gone."""
+  cores.exit_with_parent(launcher)
+  return run_worker(*args, **kwargs)
 
 
 def main(argv):
@@ -70,8 +78,8 @@ def main(argv):
                " (each pinned to one)" if num_workers == len(cores.available_cores()) else "",
                environment["XLA_FLAGS"], environment["JAX_COMPILATION_CACHE_DIR"])
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
-  workers = [context.Process(target=run_worker, args=(str(sweep_dir), sweep.url, sweep.study_file,
-                                                      config.to_dict(), i),
+  workers = [context.Process(target=_worker, args=(os.getpid(), str(sweep_dir), sweep.url,
+                                                   sweep.study_file, config.to_dict(), i),
                              kwargs={"show_progress": False})  # the display below shows it
              for i in range(num_workers)]
   with cores.environment(environment):

@@ -24,6 +24,19 @@ def command(sweep_dir, fake_chorales, *extra):
           f"--config.variants={VARIANTS!r}", f"--config.trials_per_variant={TRIALS}", *extra]
 
 
+def _live_members(group: int) -> list[int]:
+  """The processes of process group `group` that are alive (not zombies), from /proc."""
+  live = []
+  for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)"
+    except OSError:  # it ended meanwhile
+      continue
+    if int(fields[2]) == group and fields[0] != "Z":
+      live.append(int(stat.parent.name))
+  return live
+
+
 def test_killed_sweep_resumes_and_finishes_every_trial_once(fake_chorales, tmp_path):
   sweep_dir = tmp_path / "sweep"
   sweep = subprocess.Popen(command(sweep_dir, fake_chorales), cwd=ROOT, start_new_session=True,
@@ -34,8 +47,14 @@ def test_killed_sweep_resumes_and_finishes_every_trial_once(fake_chorales, tmp_p
                 for wd in sweep_dir.glob("trials/*/*")):
     assert sweep.poll() is None and time.time() < deadline, "the sweep ended before the kill"
     time.sleep(0.05)
-  os.killpg(sweep.pid, signal.SIGKILL)
+  os.kill(sweep.pid, signal.SIGKILL)  # the launcher alone: its workers end with it
   sweep.wait()
+  deadline = time.time() + 60
+  while _live_members(sweep.pid):
+    if time.time() > deadline:
+      os.killpg(sweep.pid, signal.SIGKILL)
+      raise AssertionError("the workers outlived their launcher")
+    time.sleep(0.2)
 
   out = subprocess.run(command(sweep_dir, fake_chorales), cwd=ROOT, capture_output=True, text=True,
                        timeout=900, check=True).stdout
