@@ -6,9 +6,9 @@ at the end the report is written.
         --config.data_path=../shared/data/JSB_Chorales.mat --sweep_dir=sweeps/odyssey-standard
 
 The sweep directory (default sweeps/<study file>[-<arg>]) holds sweep.json (the study config),
-study.db and trials/. Running the same command again after a kill (of the launcher alone too: its workers end
-with it) resumes: interrupted trials
-restart from their checkpoints and finished ones are kept. A different config in an existing
+study.db and trials/. Running the same command again after a kill (of the launcher alone too:
+its workers end with it) resumes: interrupted trials restart from their checkpoints and
+finished ones are kept. A different config in an existing
 sweep directory is refused (naming the differing keys) unless --overwrite. Bad input (a study
 file, config key, variant, data set or data file that does not exist, an unreachable database)
 is refused in one line before anything is written; --dry_run checks, prints the plan and an
