@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from experiments import runner
+from rnn_research import backbones
 
 METRICS = ("test_bits_per_character", "test_nll", "best_epoch", "epochs")
 
@@ -44,8 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def variant_config(config, name: str) -> ml_collections.ConfigDict:
-  if name not in ("lstm", "gru", "rnn"):
-    raise ValueError(f"variant must be 'lstm', 'gru' or 'rnn', got {name!r}")
+  if name not in backbones.RECURRENT:
+    raise ValueError(f"variant must be one of {list(backbones.RECURRENT)}, got {name!r}")
   return runner.variant_trial(config, {"model.backbone": name})
 
 

@@ -31,7 +31,8 @@ from absl import app, flags
 from experiments import odyssey
 from experiments import rnn_vs_transformer as comparison
 from rnn_research import backbones, train
-from rnn_research.analysis.tables import markdown_table
+from rnn_research.analysis import records
+from rnn_research.analysis.tables import fmt, markdown_table
 from rnn_research.declaration import DEFAULT_REPORT, Param, Study
 
 # backbone -> its model config where it differs from the backbone's declared defaults
@@ -128,12 +129,8 @@ def family(variant: str) -> str:
 
 
 def _published_cells(data: str, variant: str) -> list[str]:
-  return [_fmt(PUBLISHED.get(data, {}).get(source, {}).get(family(variant)))
+  return [fmt(PUBLISHED.get(data, {}).get(source, {}).get(family(variant)), ".2f")
           for source in SOURCES]
-
-
-def _fmt(value, spec: str = ".2f") -> str:
-  return "–" if value is None else format(value, spec)
 
 
 def results_table(reseeded: dict, data: str, epochs: dict) -> str:
@@ -145,7 +142,7 @@ def results_table(reseeded: dict, data: str, epochs: dict) -> str:
   rows = []
   for variant, entry in reseeded["variants"].items():
     mean = "diverged" if entry["mean"] is None else (
-        f"**{entry['mean']:.2f}** ± {_fmt(entry['std'])}")
+        f"**{entry['mean']:.2f}** ± {fmt(entry['std'], '.2f')}")
     rows.append([variant, f"{entry['num_params']:,}", mean, *_published_cells(data, variant),
                  f"{entry['params']['learning_rate']:.1e}", f"{entry['params']['dropout']:.2f}",
                  ", ".join(f"{b}/{e}" for b, e in epochs[variant])])
@@ -155,8 +152,11 @@ def results_table(reseeded: dict, data: str, epochs: dict) -> str:
 def others_table(data: str) -> str:
   """The published figures on the sets other than `data`, marked as not run here."""
   others = [d for d in PUBLISHED if d != data]
-  rows = [[f"{source}: {name}", *[_fmt(PUBLISHED[d].get(source, {}).get(name)) for d in others]]
-          for source in SOURCES for name in ("lstm", "gru", "rnn", "tcn")
+  families = dict.fromkeys(name for figures in PUBLISHED.values() for by_family in figures.values()
+                           for name in by_family)
+  rows = [[f"{source}: {name}",
+           *[fmt(PUBLISHED[d].get(source, {}).get(name), ".2f") for d in others]]
+          for source in SOURCES for name in families
           if any(PUBLISHED[d].get(source, {}).get(name) for d in others)]
   return markdown_table(["published (not run here)", *others], rows)
 
@@ -165,8 +165,7 @@ def write_table(reseeded: dict, sweep_dir: str, out_dir: str) -> pathlib.Path:
   """Writes table.md (the results beside the published figures, the sources) and table.json
   (reseed.json's content with the data set) to `out_dir`."""
   from rnn_research.tasks.next_step import DATASETS  # pylint: disable=g-import-not-at-top
-  sweep = json.loads(pathlib.Path(sweep_dir, "sweep.json").read_text())["config"]
-  data = DATASETS[sweep["trial"]["data"]][0]
+  data = DATASETS[records.load_study(sweep_dir).data][0]
   epochs = {variant: [(r.get("best_epoch"), r["epochs"]) for r in entry["seeds"].values()]
             for variant, entry in reseeded["variants"].items()}
   lines = [f"# Polyphonic music recipes on {data}", "",

@@ -63,7 +63,6 @@ BACKBONES = {
     "transformer": dict(backbone="transformer", num_layers=2, positions="rotary"),
 }
 SIZES = ("50k", "200k", "1m")
-RECURRENT = ("lstm", "gru", "rnn")  # the recurrent backbones (rnn_research.backbones)
 # Adam's learning rate and the dropout rate.
 # The dropout rate's model key depends on the backbone (`dropout_key`).
 SPACE = {"learning_rate": Param("log", 1e-4, 1e-2), "dropout": Param("linear", 0.0, 0.5)}
@@ -247,7 +246,7 @@ def dropout_key(model) -> str:
   """The model key a searched dropout rate sets: a recurrent stack's `dropout` acts between its
   layers only (as PyTorch's), none in one layer, so there it is the outputs' before the
   read-out (`output_dropout`); the TCN, MLP and Transformer drop inside every block."""
-  return "output_dropout" if model.backbone in RECURRENT else "dropout"
+  return "output_dropout" if model.backbone in backbones.RECURRENT else "dropout"
 
 
 @functools.lru_cache(maxsize=None)

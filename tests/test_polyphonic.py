@@ -63,7 +63,9 @@ def _summary(variant: str, mean: float) -> dict:
 def test_table_sets_each_backbone_beside_its_published_figure(tmp_path):
   sweep_dir = tmp_path / "sweep"
   sweep_dir.mkdir()
-  (sweep_dir / "sweep.json").write_text(json.dumps({"config": {"trial": {"data": "jsb_standard"}}}))
+  config = polyphonic.get_config().to_dict()  # the search's: on the standard JSB file
+  (sweep_dir / "sweep.json").write_text(json.dumps({"study": "experiments/polyphonic.py",
+                                                    "config": config}))
   reseeded = {"metric": "test_nll", "first_seed": 1000, "seeds": 2,
               "variants": {"gru": _summary("gru", 8.31), "mlp": _summary("mlp", 9.02)}}
   table = polyphonic.write_table(reseeded, str(sweep_dir), str(tmp_path / "out")).read_text()

@@ -19,6 +19,9 @@ from rnn_research.layers import GRU, LSTM, SimpleRNN
 # The model config keys every backbone reads, with their defaults.
 COMMON_KEYS = dict(hidden_size=100, num_layers=1, dropout=0.0)
 
+# The backbones that are recurrent stacks (rnn_research.layers.StackedRNN).
+RECURRENT = ("lstm", "gru", "rnn")
+
 # Layer options of the recurrent stacks a model config may set (absent: the layer's default).
 RECURRENT_OPTIONS = ("input_dropout", "recurrent_dropout", "weight_dropout", "zoneout_c",
                      "zoneout_h", "remat", "grad_clip", "num_heads")
