@@ -60,15 +60,16 @@ SOURCES = {
     CHUNG: "Chung, Gulcehre, Cho & Bengio, Empirical evaluation of gated recurrent neural "
            "networks on sequence modeling, arXiv:1412.3555 (models of ~20K parameters)",
     BAI: "Bai, Kolter & Koltun, An empirical evaluation of generic convolutional and recurrent "
-         "networks for sequence modeling, arXiv:1803.01271 (their JSB LSTM, GRU and RNN "
-         "figures were not found, so not given)",
+         "networks for sequence modeling, arXiv:1803.01271, Table 1 (JSB ~300K parameters, "
+         "Nottingham ~1M)",
     BOULANGER: "Boulanger-Lewandowski, Bengio & Vincent, Modeling temporal dependencies in "
                "high-dimensional sequences, ICML 2012, as listed by a benchmark aggregator; "
                "that the row is their plain RNN is not verified in the paper",
 }
 PUBLISHED = {
     "jsb_chorales/standard": {CHUNG: {"lstm": 8.67, "gru": 8.54, "rnn": 9.19},
-                              BAI: {"tcn": 8.10}, BOULANGER: {"rnn": 8.71}},
+                              BAI: {"lstm": 8.45, "gru": 8.43, "rnn": 8.91, "tcn": 8.10},
+                              BOULANGER: {"rnn": 8.71}},
     "nottingham": {BAI: {"lstm": 3.29, "gru": 3.46, "rnn": 4.05, "tcn": 3.07},
                    BOULANGER: {"rnn": 4.46}},
     "muse_data": {BOULANGER: {"rnn": 8.13}},
