@@ -30,6 +30,7 @@ from absl import app, flags
 
 from experiments import odyssey
 from experiments import rnn_vs_transformer as comparison
+from launch import reseed
 from rnn_research import backbones, train
 from rnn_research.analysis import records
 from rnn_research.analysis.tables import fmt, markdown_table
@@ -129,24 +130,30 @@ def family(variant: str) -> str:
   return BACKBONES[variant]["backbone"]
 
 
-def _published_cells(data: str, variant: str) -> list[str]:
-  return [fmt(PUBLISHED.get(data, {}).get(source, {}).get(family(variant)), ".2f")
-          for source in SOURCES]
+def _published(data: str, variant: str) -> list[float | None]:
+  """A variant's family's published figure on `data` from each source (None where none)."""
+  return [PUBLISHED.get(data, {}).get(source, {}).get(family(variant)) for source in SOURCES]
 
 
-def results_table(reseeded: dict, data: str, epochs: dict) -> str:
+def results_table(reseeded: dict, data: str, runs: dict) -> str:
   """The markdown table of the reseeded backbones (launch/reseed.py's summary) on `data` (a
-  TFDS name) beside the published figures; `epochs` {variant: [(best epoch, epochs) per
-  seed]}."""
+  TFDS name) beside the published figures and the mean's difference from the lowest of them;
+  `runs` {variant: [(best epoch, epochs, minutes of training) per seed]}."""
   header = ["backbone", "parameters", f"test NLL, mean ± std ({reseeded['seeds']} seeds)",
-            *SOURCES, "learning rate", "dropout", "best epoch / epochs"]
+            *SOURCES, "vs lowest published", "learning rate", "dropout", "best epoch / epochs",
+            "minutes per seed"]
   rows = []
   for variant, entry in reseeded["variants"].items():
+    published = _published(data, variant)
+    lowest = min((figure for figure in published if figure is not None), default=None)
     mean = "diverged" if entry["mean"] is None else (
         f"**{entry['mean']:.2f}** ± {fmt(entry['std'], '.2f')}")
-    rows.append([variant, f"{entry['num_params']:,}", mean, *_published_cells(data, variant),
+    difference = None if lowest is None or entry["mean"] is None else entry["mean"] - lowest
+    rows.append([variant, f"{entry['num_params']:,}", mean,
+                 *[fmt(figure, ".2f") for figure in published], fmt(difference, "+.2f"),
                  f"{entry['params']['learning_rate']:.1e}", f"{entry['params']['dropout']:.2f}",
-                 ", ".join(f"{b}/{e}" for b, e in epochs[variant])])
+                 ", ".join(f"{best}/{epochs}" for best, epochs, _ in runs[variant]),
+                 ", ".join(fmt(minutes, ".0f") for _, _, minutes in runs[variant])])
   return markdown_table(header, rows)
 
 
@@ -162,19 +169,29 @@ def others_table(data: str) -> str:
   return markdown_table(["published (not run here)", *others], rows)
 
 
+def _seed_runs(sweep_dir: str, variant: str, entry: dict) -> list[tuple]:
+  """(best epoch, epochs, minutes of training) of each seed of a variant's reseed.json entry."""
+  runs = []
+  for seed, result in entry["seeds"].items():
+    seconds = records.training_time(str(pathlib.Path(sweep_dir, reseed.RESEED_DIR, variant, seed)))
+    runs.append((result.get("best_epoch"), result["epochs"],
+                 None if seconds is None else seconds / 60))
+  return runs
+
+
 def write_table(reseeded: dict, sweep_dir: str, out_dir: str) -> pathlib.Path:
   """Writes table.md (the results beside the published figures, the sources) and table.json
   (reseed.json's content with the data set) to `out_dir`."""
   from rnn_research.tasks.next_step import DATASETS  # pylint: disable=g-import-not-at-top
   data = DATASETS[records.load_study(sweep_dir).data][0]
-  epochs = {variant: [(r.get("best_epoch"), r["epochs"]) for r in entry["seeds"].values()]
-            for variant, entry in reseeded["variants"].items()}
+  runs = {variant: _seed_runs(sweep_dir, variant, entry)
+          for variant, entry in reseeded["variants"].items()}
   lines = [f"# Polyphonic music recipes on {data}", "",
            f"Test NLL in nats per frame (frames 2..T, summed over the 88 keys) of each backbone's "
            f"best search trial (lowest validation NLL) trained again with seeds "
            f"{reseeded['first_seed']}-{reseeded['first_seed'] + reseeded['seeds'] - 1}, beside "
            "the published figures (– where a source has none).", "",
-           results_table(reseeded, data, epochs), "", "Sources:", "",
+           results_table(reseeded, data, runs), "", "Sources:", "",
            *[f"- {name}: {text}" for name, text in SOURCES.items()], "",
            others_table(data), ""]
   out = pathlib.Path(out_dir)
@@ -185,7 +202,7 @@ def write_table(reseeded: dict, sweep_dir: str, out_dir: str) -> pathlib.Path:
 
 
 def main(argv):
-  from launch import cli, cores, reseed  # pylint: disable=g-import-not-at-top
+  from launch import cli, cores  # pylint: disable=g-import-not-at-top
   del argv
   with cli.bad_input():
     reseeded = reseed.reseed(_SWEEP_DIR.value, _SEEDS.value, cores.default_workers())

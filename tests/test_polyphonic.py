@@ -68,12 +68,17 @@ def test_table_sets_each_backbone_beside_its_published_figure(tmp_path):
                                                     "config": config}))
   reseeded = {"metric": "test_nll", "first_seed": 1000, "seeds": 2,
               "variants": {"gru": _summary("gru", 8.31), "mlp": _summary("mlp", 9.02)}}
+  seed_dir = sweep_dir / "reseed" / "gru" / "1001"
+  seed_dir.mkdir(parents=True)
+  (seed_dir / "metrics.jsonl").write_text(
+      "".join(json.dumps({"epoch": e, "wall_time": 75.0 * e}) + "\n" for e in (1, 2)))
   table = polyphonic.write_table(reseeded, str(sweep_dir), str(tmp_path / "out")).read_text()
   rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("|")}
   assert "**8.31** ± 0.05" in rows["gru"] and "| 8.54 |" in rows["gru"]  # Chung et al.'s GRU
   assert "| 8.43 |" in rows["gru"] and "| 8.10 |" not in rows["gru"]  # Bai et al.'s GRU, not TCN
-  assert "40/60, 40/60" in rows["gru"]
-  assert "| – | – | – |" in rows["mlp"]  # no published figure for the MLP
+  assert "| -0.12 |" in rows["gru"]  # 8.31 - 8.43, the lowest published GRU
+  assert "40/60, 40/60 | –, 2 |" in rows["gru"]  # seed 1000 has no metrics; 1001 trained 150 s
+  assert "| – | – | – | – |" in rows["mlp"]  # no published figure for the MLP
   assert "| nottingham | muse_data | piano_midi_de |" in table  # the sets not run here
   assert "| 3.07 |" in rows[f"{polyphonic.BAI}: tcn"]
   assert json.loads((tmp_path / "out" / "table.json").read_text())["data"] == \

@@ -66,13 +66,6 @@ def _size_value(size: str) -> float:
   return float(size[:-1]) * {"k": 1e3, "m": 1e6}.get(size[-1], 1.0)
 
 
-def _wall_time(sweep_dir: str, workdir: str | None) -> float | None:
-  """Training time of a trial: the wall_time of the last line of its metrics.jsonl."""
-  rows = rec.read_metrics(os.path.join(sweep_dir, workdir, rec.METRICS_FILE)) if workdir else None
-  times = [r["wall_time"] for r in rows or [] if isinstance(r.get("wall_time"), (int, float))]
-  return float(times[-1]) if times else None
-
-
 def load_trials(sweep_dir: str, url: str, study) -> list[Trial]:
   """Every trial of every declared variant's study (`study`: the declaration) at `url`."""
   import optuna  # pylint: disable=g-import-not-at-top
@@ -84,8 +77,9 @@ def load_trials(sweep_dir: str, url: str, study) -> list[Trial]:
                                storage=url).get_trials(deepcopy=False):
       status = rec.status(t)
       workdir = t.user_attrs.get("workdir")
+      seconds = rec.training_time(os.path.join(sweep_dir, workdir)) if workdir else None
       trials.append(Trial(variant, benchmark, backbone, size, t.number, status, dict(t.params),
-                          dict(t.user_attrs), workdir, _wall_time(sweep_dir, workdir)))
+                          dict(t.user_attrs), workdir, seconds))
   return trials
 
 

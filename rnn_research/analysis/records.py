@@ -178,3 +178,11 @@ def read_metrics(path: str) -> list[dict] | None:
       if isinstance(row, dict):
         rows.append(row)
   return rows
+
+
+def training_time(workdir: str) -> float | None:
+  """Seconds a trial in `workdir` trained, across resumes: the wall_time of its last epoch in
+  metrics.jsonl (None before its first epoch)."""
+  rows = read_metrics(os.path.join(workdir, METRICS_FILE)) or []
+  times = [r["wall_time"] for r in rows if isinstance(r.get("wall_time"), (int, float))]
+  return float(times[-1]) if times else None
