@@ -177,7 +177,7 @@ def _seed_runs(sweep_dir: str, variant: str, entry: dict) -> list[tuple]:
   """(best epoch, epochs, minutes of training) of each seed of a variant's reseed.json entry."""
   runs = []
   for seed, result in entry["seeds"].items():
-    seconds = records.training_time(str(pathlib.Path(sweep_dir, reseed.RESEED_DIR, variant, seed)))
+    seconds = records.training_time(str(reseed.run_dir(sweep_dir, variant, seed)))
     runs.append((result.get("best_epoch"), result["epochs"],
                  None if seconds is None else seconds / 60))
   return runs

@@ -6,7 +6,6 @@ The estimate is an upper bound for the sweep's packs at that cost: every trial r
 max_epochs (early stopping ends most sooner), and the other variants cost what the first does.
 """
 import dataclasses
-import json
 import math
 import multiprocessing
 import pathlib
@@ -46,6 +45,7 @@ def _measure_pack(study_file: str, config: dict, scratch: str) -> Measured:
   import optuna
   from absl import logging
   from rnn_research import declaration, train
+  from rnn_research.analysis import records
   from rnn_research.experiment import load_module
   # pylint: enable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
@@ -65,7 +65,7 @@ def _measure_pack(study_file: str, config: dict, scratch: str) -> Measured:
   start = time.time()
   train.train_pack(configs, workdirs)
   total = time.time() - start
-  epoch = json.loads((workdirs[0] / "metrics.jsonl").read_text().splitlines()[-1])["wall_time"]
+  epoch = records.training_time(str(workdirs[0]))
   return Measured(variant, total - epoch, epoch, max_epochs)
 
 

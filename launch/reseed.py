@@ -52,6 +52,11 @@ def seed_configs(sweep_dir: str, trial: rec.TrialRecord, seeds: int) -> dict[int
   return {seed: {**config, "seed": seed} for seed in range(FIRST_SEED, FIRST_SEED + seeds)}
 
 
+def run_dir(sweep_dir: str, variant: str, seed: int | str) -> pathlib.Path:
+  """The workdir of a variant's run with `seed`: <sweep_dir>/reseed/<variant>/<seed>."""
+  return pathlib.Path(sweep_dir, RESEED_DIR, variant, str(seed))
+
+
 def _train(config: dict, workdir: str) -> dict:
   """One run in a worker process: its result (rnn_research.train.train_and_evaluate's)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -89,8 +94,7 @@ def reseed(sweep_dir: str, seeds: int, workers: int, storage: str | None = None)
   context = multiprocessing.get_context("spawn")  # JAX must not be forked
   with cores.environment(environment), concurrent.futures.ProcessPoolExecutor(
       workers, mp_context=context) as pool:
-    futures = {key: pool.submit(_train, config,
-                                str(pathlib.Path(sweep_dir, RESEED_DIR, key[0], str(key[1]))))
+    futures = {key: pool.submit(_train, config, str(run_dir(sweep_dir, *key)))
                for key, config in runs.items()}
     results = {key: future.result() for key, future in futures.items()}
   summary = {"metric": study.test_key, "first_seed": FIRST_SEED, "seeds": seeds,
