@@ -50,10 +50,9 @@ BACKBONES = {
     "mlp": comparison.BACKBONES["mlp"],
     "transformer": comparison.BACKBONES["transformer"],
 }
-SPACE = {"learning_rate": Param("log", 5e-4, 1e-2),
-         "dropout": Param("linear", 0.0, 0.5),  # its model key: comparison.dropout_key
+SPACE = {"learning_rate": comparison.SPACE["learning_rate"],
+         "dropout": comparison.SPACE["dropout"],  # its model key: comparison.dropout_key
          "size": Param("log_int", 20_000, 300_000, label="parameters")}
-LONGEST_CHORALE = 160  # frames, in the standard JSB file: the TCN's receptive field covers it
 
 # Published test NLL (nats per frame, frames 2..T) on each set (its TFDS name), by backbone family.
 CHUNG = "Chung et al. 2014"
@@ -97,8 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   the built-in chorales)."""
   trial = train.default_config()
   trial.update(data="jsb_standard", data_path=str(odyssey.STANDARD_JSB), optimizer="adam",
-               batch_size=8, clip_norm=5.0, max_epochs=500, patience=20, eval_batch_size=128,
-               length_buckets=4)  # padded lengths fitted to the data: 4 programs
+               **comparison.JSB_TRAINING)
   config = declare().config(trial, trials_per_variant=8)
   with config.unlocked():
     # Shortcuts a user sets on the command line: --config.data=nottingham --config.data_path=...
@@ -121,7 +119,8 @@ def trial_config(config, variant: str, params: dict, seed: int) -> ml_collection
   trial.seed = seed
   trial.model = backbones.complete(BACKBONES[variant])
   if trial.model.backbone == "tcn":
-    trial.model.num_layers = comparison.tcn_blocks(LONGEST_CHORALE, trial.model.kernel_size)
+    trial.model.num_layers = comparison.tcn_blocks(comparison.JSB_MAX_LENGTH,
+                                                   trial.model.kernel_size)
   trial.model.hidden_size = comparison.matched_width(trial, int(params["size"]))
   trial.model[comparison.dropout_key(trial.model)] = float(params["dropout"])
   trial.learning_rate = float(params["learning_rate"])

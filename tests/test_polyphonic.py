@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from experiments import polyphonic
+from experiments import rnn_vs_transformer as comparison
 from launch import reseed
 from rnn_research.analysis import records
 from rnn_research.backbones.sizing import count_params
@@ -34,8 +35,8 @@ def test_trial_configs_meet_the_size_and_set_a_dropout_that_acts(variant, dropou
   assert abs(count - 30_000) < 0.1 * 30_000
   if variant == "tcn":  # its receptive field covers the longest chorale, one block fewer not
     reach = lambda blocks: 1 + 2 * (trial.model.kernel_size - 1) * (2 ** blocks - 1)
-    assert reach(trial.model.num_layers) >= polyphonic.LONGEST_CHORALE
-    assert reach(trial.model.num_layers - 1) < polyphonic.LONGEST_CHORALE
+    assert reach(trial.model.num_layers) >= comparison.JSB_MAX_LENGTH
+    assert reach(trial.model.num_layers - 1) < comparison.JSB_MAX_LENGTH
 
 
 def test_output_dropout_drops_the_read_outs_inputs_in_training_only():
@@ -117,3 +118,14 @@ def test_search_then_fresh_seeds_of_the_best_trial(fake_chorales, tmp_path):
   assert result_file.stat().st_mtime_ns == written
   with pytest.raises(ValueError, match="seeds must be a positive int"):
     reseed.reseed(str(sweep_dir), seeds=0, workers=1)
+
+
+def test_the_comparison_trains_jsb_as_the_recipes():
+  recipe = polyphonic.get_config().trial
+  for arg in (None, "cpu"):
+    config = comparison.get_config(arg)
+    trial = comparison.trial_config(config, "jsb-lstm_V-50k",
+                                    {"learning_rate": 1e-3, "dropout": 0.0}, seed=0)
+    keys = ("optimizer", "data_path", *comparison.JSB_TRAINING)
+    assert {k: trial[k] for k in keys} == {k: recipe[k] for k in keys}
+  assert polyphonic.SPACE["learning_rate"] == comparison.SPACE["learning_rate"]

@@ -63,8 +63,9 @@ def test_each_benchmark_trains_on_its_own_budget():
   budgets = config.budgets
   for variant, budget in (("jsb-gru-50k", budgets.jsb), ("abc-mlp-50k", budgets.abc)):
     trial = study.trial_config(config, variant, params, seed=0)
-    assert (trial.max_epochs, trial.pad_multiple) == (budget.max_epochs, budget.pad_multiple)
+    assert {key: trial[key] for key in budget} == budget.to_dict()
   trial = study.trial_config(config, "copy100-tcn-200k", params, seed=0)
+  assert (trial.batch_size, trial.length_buckets) == (config.trial.batch_size, 0)
   assert trial.max_epochs == budgets.synthetic.max_epochs
   assert (trial.task_options.train_size, trial.task_options.eval_size) == (
       budgets.synthetic.train_size, budgets.synthetic.eval_size)
@@ -188,8 +189,8 @@ def test_smoke_study_runs_end_to_end(fake_chorales, tmp_path):
       [sys.executable, "-m", "launch.local", "--study=experiments/rnn_vs_transformer.py:smoke",
        "--workers=2", f"--sweep_dir={sweep_dir}", "--config.jsb_data=standard",
        f"--config.data_path={path}", f"--config.data_dir={data_dir}",
-       f"--config.variants={variants!r}", "--config.trial.max_epochs=1",
-       "--config.trial.pad_multiple=40"],  # the fake chorales are shorter: one shape to compile
+       f"--config.variants={variants!r}", "--config.budgets.jsb.max_epochs=1",
+       "--config.budgets.jsb.pad_multiple=40"],  # the fake chorales are short: one shape
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
   report = sweep_dir / "report" / "report.md"
