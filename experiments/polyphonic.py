@@ -50,9 +50,8 @@ BACKBONES = {
     "mlp": comparison.BACKBONES["mlp"],
     "transformer": comparison.BACKBONES["transformer"],
 }
-SPACE = {"learning_rate": comparison.SPACE["learning_rate"],
-         "dropout": comparison.SPACE["dropout"],  # its model key: comparison.dropout_key
-         "size": Param("log_int", 20_000, 300_000, label="parameters")}
+# The comparison's learning rate and dropout (its model key: comparison.dropout_key), and the size.
+SPACE = {**comparison.SPACE, "size": Param("log_int", 20_000, 300_000, label="parameters")}
 
 # Published test NLL (nats per frame, frames 2..T) on each set (its TFDS name), by backbone family.
 CHUNG = "Chung et al. 2014"
