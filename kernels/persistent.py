@@ -1,5 +1,6 @@
-"""Persistent whole-sequence kernel for NVIDIA Hopper GPUs (Pallas, Mosaic GPU backend), for
-hidden sizes whose recurrent weights no single thread block can hold (256-1024).
+"""Persistent whole-sequence kernels, forward and backward, for NVIDIA Hopper GPUs (Pallas,
+Mosaic GPU backend), for hidden sizes whose recurrent weights no single thread block can hold
+(256-1024).
 
 The hidden units are split over clusters of `units` (64: one `wgmma` M tile) and, inside a
 cluster, the contraction (h's rows) over its C thread blocks (CTAs), so CTA (i, q) keeps
@@ -25,17 +26,31 @@ form is the one the CPU tests check; DSMEM (or a TMA reduce-add, also not interp
 save the leader C-1 round trips per step and is the first thing to try once it is timed.
 
 States are transposed ([w, B]: a cluster's units are a contiguous row block and h is the
-`wgmma` B operand as is). The backward pass runs the step kernel in a scan (`step`), behind
-the same `autodiff.sequence_op`; a persistent backward kernel (Rᵀ slices, gate gradients
-broadcast) is future work.
+`wgmma` B operand as is).
+
+The backward kernel runs time in reverse on the same grid, CTA (i, q) keeping the slice of Rᵀ
+
+    rt_s [terms, units, K/C]: rows i·units.. of every recurrent weight (h's units), columns
+                              q·K/C.. (the gates' units)
+
+Step j: the leader runs the cell's backward (`Program.step_vjp`, the same as the other
+kernels') for its units and stores the gate cotangents d xs[j] (and d rprojs[j] where they
+differ, `separate_rprojs`); after the grid barrier each CTA multiplies its Rᵀ slice by its
+K-slice of the gate cotangents (one `wgmma` per term into one accumulator), and the leader
+adds the partial sums to d h, clips (grad_clip) and carries the result to step j - 1. The
+recurrent projections the cell's backward reads are recomputed before the kernel as one
+matmul over all steps, and the weights' gradients are one matmul after it
+(`autodiff.sequence_op`). Where its shared memory does not fit (`backward_unsupported`), the
+step kernel runs the backward in a scan instead, logged.
 
 Supported: column-separable cells without head-wise recurrence whose every recurrent weight
-reads h (the LSTM presets but FGR, without projection; GRU with reset_after), bf16 or f32
-weights (f32: the tensor cores run tf32), lengths; `unsupported` names what is not (resets,
-recurrent dropout, zoneout, ...), and `kernels.rnn` then runs the step kernel, logged.
+reads h (the LSTM presets but FGR, without projection; GRU with reset_after), 16-bit weights
+(bf16, f16), lengths; `unsupported` and `plan` name what is not (f32 weights: Mosaic GPU's tf32
+`wgmma` takes only K-major operands, and h is laid out [K, B]; resets, recurrent dropout,
+zoneout, ...), and `kernels.rnn` then runs the step kernel, logged.
 
-The same kernel with a grid of one cluster (`barrier="cluster"`) runs in Pallas's GPU
-interpret mode on a CPU, where the CTAs of a cluster run concurrently and races are detected.
+Both kernels with a grid of one cluster (`barrier="cluster"`) run in Pallas's GPU interpret
+mode on a CPU, where the CTAs of a cluster run concurrently and races are detected.
 """
 import dataclasses
 import functools
@@ -59,25 +74,29 @@ H100_SMS = 132
 BATCH_TILE = 16  # batch pads to a multiple of this (the wgmma N)
 MAX_BATCH = 256  # the largest wgmma N
 BARRIERS = ("semaphore", "cluster")
+TILES = 2  # f32 [units, B] tiles the backward stages at once
 
 
 @dataclasses.dataclass(frozen=True)
 class PersistentConfig:
-  """Static arguments of the persistent kernel.
+  """Static arguments of the persistent kernels.
 
   program: the cell. units: hidden units per cluster. cluster: CTAs per cluster (C).
+  grad_clip: the backward clips the cotangent each step passes to the previous one.
+  backward: None (the persistent backward kernel) or the config of the step kernel that runs
+    the backward pass instead (where the backward kernel does not fit: `backward_unsupported`),
+    with backward_hidden, the hidden size it pads to (Triton's power of 2).
   barrier: "semaphore" (a global semaphore; any number of clusters) or "cluster" (one
     cluster; what GPU interpret mode runs). interpret: False or a `plgpu.InterpretGPUParams`.
-  backward, backward_hidden: the config of the step kernel that runs the backward pass, and
-    the hidden size it pads to (Triton's power of 2).
   grid_barrier: False drops the per-step grid barrier; only for the test that proves the
     race detector catches its absence.
   """
   program: Program
   units: int
   cluster: int
-  backward: step.StepConfig
-  backward_hidden: int
+  grad_clip: float | None = None
+  backward: step.StepConfig | None = None
+  backward_hidden: int = 0
   barrier: str = "semaphore"
   interpret: Any = False
   grid_barrier: bool = True
@@ -126,6 +145,9 @@ def plan(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype, mask
 
   The cluster is the largest power of 2 up to MAX_CLUSTER whose grid fits the SMs (more
   CTAs: less of R and of the matmul each) and whose shared memory fits the plan."""
+  if jnp.dtype(weight_dtype).itemsize != 2:
+    return 0, (f"its weights must be 16-bit (bf16, f16), got {jnp.dtype(weight_dtype).name}: "
+               f"Mosaic GPU's tf32 wgmma takes only K-major operands, which it does not lay out")
   padded_n, padded_b = padded_sizes(hidden, batch)
   if padded_b > MAX_BATCH:
     return 0, f"batch {batch} pads to {padded_b} > {MAX_BATCH}, the largest wgmma N"
@@ -142,27 +164,98 @@ def plan(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype, mask
              f"per CTA")
 
 
-# -- the kernel -------------------------------------------------------------------------------
+def separate_rprojs(program: Program, weight_dtype, xp_dtype) -> bool:
+  """Whether the backward kernel writes d rprojs apart from d xs: unless they are equal
+  (`same_grads`) and d xs, in xp's dtype, can be the transposed matmuls' operand."""
+  return not program.same_grads or jnp.dtype(weight_dtype) != jnp.dtype(xp_dtype)
+
+
+def backward_smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int,
+                        weight_dtype, xp_dtype, masked: bool, units: int = UNITS) -> int:
+  """The shared memory one CTA of the backward kernel asks for: its slice of Rᵀ, its K-slice
+  of the gate cotangents, the staged f32 tiles, xs (then d xs), d rprojs (if separate), the
+  gate math's vectors and the lengths."""
+  w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
+  k, b = padded_n // cluster, padded_b
+  terms, gates = len(program.terms), len(program.rproj_gates)
+  separate = separate_rprojs(program, weight_dtype, xp_dtype)
+  return (w * (terms * units * k + gates * k * b + (gates * units * b if separate else 0))
+          + 4 * TILES * units * b + x * program.num_gates * units * b
+          + 4 * max(len(program.small_names), 1) * units + (4 * units * b if masked else 0))
+
+
+def backward_unsupported(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype,
+                         masked: bool, cluster: int) -> str | None:
+  """Why the persistent backward kernel cannot run with the forward's plan, or None."""
+  padded_n, padded_b = padded_sizes(hidden, batch)
+  size = backward_smem_bytes(program, padded_n, padded_b, cluster, weight_dtype, xp_dtype,
+                             masked)
+  if size > SMEM_PLAN_BYTES:
+    return (f"its backward needs {size} bytes of shared memory per CTA at hidden {hidden}, "
+            f"batch {batch}, more than {SMEM_PLAN_BYTES}")
+  return None
+
+
+# -- the kernels ------------------------------------------------------------------------------
 
 class _Barriers:
-  """Indices of the kernel's TMA barriers: h's K-slice, R's terms, xs's gates, the rest."""
+  """Indices of a kernel's TMA barriers, one range per group of buffers (`_Barriers(h=1,
+  r=3)`: `.h` is range(0, 1), `.r` range(1, 4)); `count` in all."""
 
-  def __init__(self, num_terms: int, num_gates: int):
-    self.h, self.misc = 0, 1
-    self.r = range(2, 2 + num_terms)
-    self.xs = range(2 + num_terms, 2 + num_terms + num_gates)
-    self.count = 2 + num_terms + num_gates
+  def __init__(self, **sizes: int):
+    self.count = 0
+    for name, size in sizes.items():
+      setattr(self, name, range(self.count, self.count + size))
+      self.count += size
 
 
-def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_states: int,
-            num_small: int):
+class _Sync:
+  """How a kernel's CTAs wait for each other: the cluster barrier, and the grid barrier, a
+  monotone count on a global semaphore that every CTA signals once per step (or, for a grid
+  of one cluster, the cluster barrier)."""
+
+  def __init__(self, cfg: "PersistentConfig", cluster_bar, num_clusters):
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+    self.cfg, self.cluster_bar, self.num_ctas = cfg, cluster_bar, num_clusters * cfg.cluster
+    self.sem = (pl.get_global(plgpu.SemaphoreType.REGULAR) if cfg.barrier == "semaphore"
+                else None)
+
+  def cluster(self):
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+    plgpu.barrier_arrive(self.cluster_bar)
+    plgpu.barrier_wait(self.cluster_bar)
+
+  def signal(self):
+    from jax.experimental import pallas as pl
+    if self.sem is not None:
+      pl.semaphore_signal(self.sem)
+
+  def grid(self, signals):
+    """Waits until every CTA has signalled `signals` times."""
+    from jax.experimental import pallas as pl
+    if not self.cfg.grid_barrier:
+      return
+    if self.sem is None:
+      self.cluster()
+    else:
+      pl.semaphore_wait(self.sem, signals * self.num_ctas, decrement=False)
+
+
+def _forward_barriers(program: Program) -> _Barriers:
+  """The forward's TMA barriers: h's K-slice, the rest, R's terms, xs's gates."""
+  return _Barriers(h=1, misc=1, r=len(program.terms), xs=program.num_gates)
+
+
+def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
+                    num_states: int, num_small: int):
   """One CTA (i, q): cluster i's units, K-slice q. Every transfer between global and shared
   memory is a TMA copy (Mosaic GPU loads no WGMMA-layout tile from global memory)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
   nterms = len(p.terms)
-  bars = _Barriers(nterms, p.num_gates)
+  bars = _forward_barriers(p)
   refs = list(refs)
   take = lambda n: [refs.pop(0) for _ in range(n)]
   lengths_g = take(1)[0] if masked else None
@@ -174,7 +267,7 @@ def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_stat
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
   k_slice = h_s.shape[0]
   leader = q == 0
-  sem = pl.get_global(plgpu.SemaphoreType.REGULAR) if cfg.barrier == "semaphore" else None
+  sync = _Sync(cfg, cluster_bar, r_g.shape[0])
 
   def load(src, dst, index):
     plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
@@ -182,23 +275,6 @@ def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_stat
 
   def store(src, dst):
     plgpu.copy_smem_to_gmem(src, dst)
-
-  def cluster_sync():
-    plgpu.barrier_arrive(cluster_bar)
-    plgpu.barrier_wait(cluster_bar)
-
-  def signal():
-    if sem is not None:
-      pl.semaphore_signal(sem)
-
-  def grid_wait(t):
-    """h_{t-1} of every unit is in global memory (signalled once at the start, once a step)."""
-    if not cfg.grid_barrier:
-      return
-    if sem is None:
-      cluster_sync()
-    else:
-      pl.semaphore_wait(sem, (t + 1) * r_g.shape[0] * c, decrement=False)
 
   def store_h(h, t):
     o_s[...] = h.astype(o_s.dtype)
@@ -212,20 +288,20 @@ def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_stat
 
   def leader_init():
     if num_small:
-      load(small_g.at[i], small_s, bars.misc)
+      load(small_g.at[i], small_s, bars.misc[0])
     if masked:
-      load(lengths_g, lengths_s, bars.misc)
-    load(h0_g.at[i], o_s, bars.misc)
+      load(lengths_g, lengths_s, bars.misc[0])
+    load(h0_g.at[i], o_s, bars.misc[0])
     store(o_s, hs_g.at[0, pl.ds(i * u, u), :])
     for k, s0 in enumerate(states0_g):
-      load(s0.at[i], part_s.at[k], bars.misc)
+      load(s0.at[i], part_s.at[k], bars.misc[0])
     states = tuple(part_s[k] for k in range(num_states))
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
     return states
 
   zeros = tuple(jnp.zeros((u, h_s.shape[1]), f32) for _ in range(num_states))
   states0 = lax.cond(leader, leader_init, lambda: zeros)
-  signal()
+  sync.signal()
 
   def leader_step(t, states, parts):
     """Adds the peers' partial sums, runs the gate math, stores the states and h_t."""
@@ -255,14 +331,14 @@ def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_stat
     return new
 
   def body(t, states):
-    grid_wait(t)
+    sync.grid(t + 1)  # h_{t-1} of every unit is in global memory
 
     @pl.when(leader)
     def _():
       for g in range(p.num_gates):
         plgpu.copy_gmem_to_smem(xp_g.at[t, i, g], xs_s.at[g], barrier.at[bars.xs[g]])
 
-    load(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s, bars.h)
+    load(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s, bars.h[0])
 
     def matmuls(*accs):
       for k, acc in enumerate(accs):
@@ -281,9 +357,9 @@ def _kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool, num_stat
         store(part_s.at[k], part_g.at[i, q, k])
       plgpu.wait_smem_to_gmem(0, wait_read_only=False)
 
-    cluster_sync()  # every partial sum is in global memory
+    sync.cluster()  # every partial sum is in global memory
     states = lax.cond(leader, functools.partial(leader_step, t), lambda s, _: s, states, parts)
-    signal()
+    sync.signal()
     return states
 
   lax.fori_loop(jnp.int32(0), jnp.int32(num_steps), body, states0)
@@ -296,6 +372,30 @@ def _columns(a, clusters: int, units: int):
   return jnp.moveaxis(jnp.swapaxes(a, -1, -3), -2, 0)
 
 
+def _small_columns(small, clusters: int, units: int):
+  """The gate math's rows [1, N] -> [clusters, small, units] (one zero row if none)."""
+  if not small:
+    return jnp.zeros((clusters, 1, units), f32)
+  return jnp.stack([s[0].astype(f32).reshape(clusters, units) for s in small], 1)
+
+
+def _lengths_tile(lengths, units: int, batch: int):
+  """lengths [B, 1] -> int32 [units, B], what the gate math's `valid` compares with."""
+  return jnp.broadcast_to(lengths[:, 0][None], (units, batch)).astype(jnp.int32)
+
+
+def _launch(cfg: PersistentConfig, clusters: int) -> dict:
+  """`plgpu.kernel`'s grid, cluster and compiler arguments, the same for both kernels."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  if cfg.barrier == "cluster" and clusters != 1:
+    raise ValueError(f"barrier='cluster' needs one cluster, got {clusters} (hidden "
+                     f"{clusters * cfg.units}, units {cfg.units})")
+  return dict(grid=(clusters,), grid_names=("clusters",), cluster=(cfg.cluster,),
+              cluster_names=("cluster",), interpret=cfg.interpret or None,
+              compiler_params=plgpu.CompilerParams(
+                  lowering_semantics=plgpu.LoweringSemantics.Warpgroup))
+
+
 def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   """Kernel layout in (`programs.Packed`: xp [T, G, B, N], states0 [B, N], weights [N, N] per
   term, small rows [1, N]) -> (seqs [T, B, N] f32 per state, finals [B, N])."""
@@ -303,8 +403,6 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   p, u, c = cfg.program, cfg.units, cfg.cluster
   t, g, b, n = xp.shape
   clusters = n // u
-  if cfg.barrier == "cluster" and clusters != 1:
-    raise ValueError(f"barrier='cluster' needs one cluster: hidden {n} == units {u}")
   w_dtype = weights[0].dtype
   k_slice = n // c
   nterms, ns = len(p.terms), len(states0)
@@ -312,19 +410,16 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   # r[i, q, term] = w[q·K/C.., i·units..]ᵀ: [clusters, C, terms, units, K/C]
   r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1) for w in weights], 2)
   h0 = _columns(states0[p.output_state].astype(w_dtype), clusters, u)
-  # small rows [1, N] -> [clusters, small, units]
-  small_k = jnp.stack([s[0].astype(f32).reshape(clusters, u) for s in small], 1) if small \
-      else jnp.zeros((clusters, 1, u), f32)
   masked = extras.lengths is not None
-  inputs = ([jnp.broadcast_to(extras.lengths[:, 0][None], (u, b)).astype(jnp.int32)]
-            if masked else [])
-  inputs += [xp_k, r, h0, small_k, *[_columns(s.astype(f32), clusters, u) for s in states0]]
+  inputs = [_lengths_tile(extras.lengths, u, b)] if masked else []
+  inputs += [xp_k, r, h0, _small_columns(small, clusters, u),
+             *[_columns(s.astype(f32), clusters, u) for s in states0]]
   state_shape = jax.ShapeDtypeStruct((t, clusters, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t + 1, n, b), w_dtype),
               jax.ShapeDtypeStruct((clusters, c, nterms, u, b), f32),
               *[state_shape] * ns)
   kernel = plgpu.kernel(
-      functools.partial(_kernel, cfg=cfg, num_steps=t, masked=masked, num_states=ns,
+      functools.partial(_forward_kernel, cfg=cfg, num_steps=t, masked=masked, num_states=ns,
                         num_small=len(small)),
       out_type=out_type,
       scratch_types=[plgpu.SMEM((nterms, u, k_slice), w_dtype),
@@ -333,19 +428,257 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
                      plgpu.SMEM((g, u, b), xp.dtype),
                      plgpu.SMEM((max(len(small), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if masked else None,
-                     plgpu.Barrier(num_barriers=_Barriers(nterms, g).count),
+                     plgpu.Barrier(num_barriers=_forward_barriers(p).count),
                      plgpu.ClusterBarrier(collective_axes=("cluster",))],
-      grid=(clusters,), grid_names=("clusters",), cluster=(c,), cluster_names=("cluster",),
-      interpret=cfg.interpret or None,
-      compiler_params=plgpu.CompilerParams(
-          lowering_semantics=plgpu.LoweringSemantics.Warpgroup))
+      **_launch(cfg, clusters))
   _, _, *seqs = kernel(*inputs)
   # [T, clusters, units, B] -> [T, B, N]
   seqs = tuple(jnp.transpose(s, (0, 3, 1, 2)).reshape(t, b, n) for s in seqs)
   return seqs, tuple(s[-1] for s in seqs)
 
 
+def _without_add_any(fun):
+  """`fun` traced and replayed with the cotangent sums of JAX's transposition (add_any, which
+  Mosaic GPU does not lower) as plain adds, so a kernel can run a `jax.vjp`. Nested jits are
+  replayed too; any other primitive is bound as traced (a cell's gate math has no control
+  flow)."""
+  from jax.extend import core as jex
+
+  def run(jaxpr, consts, args):
+    env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
+    read = lambda v: v.val if isinstance(v, jex.Literal) else env[v]
+    for eqn in jaxpr.eqns:
+      ins = [read(v) for v in eqn.invars]
+      if eqn.primitive is jex.primitives.add_jaxvals_p:
+        outs = [lax.add(*ins)]
+      elif eqn.primitive is jex.primitives.jit_p:
+        inner = eqn.params["jaxpr"]
+        outs = run(inner.jaxpr, inner.consts, ins)
+      else:
+        outs = eqn.primitive.bind(*ins, **eqn.params)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+      env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+  def wrapped(*args):
+    closed, shapes = jax.make_jaxpr(fun, return_shape=True)(*args)
+    outs = run(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+    return jax.tree.unflatten(jax.tree.structure(shapes), outs)
+
+  return wrapped
+
+
+def _backward_barriers(program: Program) -> _Barriers:
+  """The backward's TMA barriers: the rest, the staged tiles, Rᵀ's terms, xs's gates, the
+  gate cotangents' K-slices."""
+  return _Barriers(misc=1, tiles=TILES, r=len(program.terms), xs=program.num_gates,
+                   d=len(program.rproj_gates))
+
+
+def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
+                     num_states: int, num_small: int, separate: bool):
+  """One CTA (i, q), time reversed. Step j: the leader runs the cell's backward for its units
+  (the cotangent of the new states: the carried one plus d seqs[j]) and stores d xs[j] and,
+  if `separate`, d rprojs[j] (else d xs is read in their place); after the grid barrier every
+  CTA multiplies its slice of Rᵀ by its K-slice of those gate cotangents, and the leader adds
+  the peers' partial sums to d h and clips: the cotangent carried to step j - 1."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  p, u, c = cfg.program, cfg.units, cfg.cluster
+  gates = p.rproj_gates
+  bars = _backward_barriers(p)
+  refs = list(refs)
+  take = lambda n: [refs.pop(0) for _ in range(n)]
+  lengths_g = take(1)[0] if masked else None
+  xp_g, rt_g, entering_g, d_seqs_g, rprojs_g, d_finals_g, small_g, d_xp_g = take(8)
+  d_rp_g = take(1)[0] if separate else None
+  d_states0_g, d_small_g, part_g = take(3)
+  rt_s, d_s, tiles_s, xs_s, d_rp_s, small_s, lengths_s, barrier, cluster_bar = refs
+  i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
+  k_slice, b = d_s.shape[1], d_s.shape[2]
+  leader = q == 0
+  sync = _Sync(cfg, cluster_bar, rt_g.shape[0])
+
+  def load(src, dst, index):
+    plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
+    plgpu.barrier_wait(barrier.at[index])
+
+  def fetch(srcs):
+    """[units, B] f32 tiles from global memory, TILES at a time through tiles_s."""
+    out = []
+    for start in range(0, len(srcs), TILES):
+      group = srcs[start:start + TILES]
+      plgpu.commit_smem()  # the tiles' earlier reads are done before TMA overwrites them
+      for m, src in enumerate(group):
+        plgpu.copy_gmem_to_smem(src, tiles_s.at[m], barrier.at[bars.tiles[m]])
+      for m in range(len(group)):
+        plgpu.barrier_wait(barrier.at[bars.tiles[m]])
+      out += [tiles_s[m] for m in range(len(group))]
+    return out
+
+  def put(values, dsts):
+    """[units, B] f32 values to global memory, TILES at a time through tiles_s."""
+    for start in range(0, len(values), TILES):
+      group = list(zip(values[start:start + TILES], dsts[start:start + TILES]))
+      for m, (value, _) in enumerate(group):
+        tiles_s[m] = value
+      plgpu.commit_smem()
+      for m, (_, dst) in enumerate(group):
+        plgpu.copy_smem_to_gmem(tiles_s.at[m], dst)
+      plgpu.wait_smem_to_gmem(0, wait_read_only=False)
+
+  for k in range(len(p.terms)):
+    plgpu.copy_gmem_to_smem(rt_g.at[i, q, k], rt_s.at[k], barrier.at[bars.r[k]])
+  for k in range(len(p.terms)):
+    plgpu.barrier_wait(barrier.at[bars.r[k]])
+
+  zeros = lambda count: tuple(jnp.zeros((u, b), f32) for _ in range(count))
+
+  def leader_init():
+    if num_small:
+      load(small_g.at[i], small_s, bars.misc[0])
+    if masked:
+      load(lengths_g, lengths_s, bars.misc[0])
+    return tuple(fetch([d_finals_g.at[i, k] for k in range(num_states)]))
+
+  d_finals = lax.cond(leader, leader_init, lambda: zeros(num_states))
+
+  def leader_cell(j, d_states, d_small):
+    """The cell's backward at step j for this cluster's units; stores d xs and d rprojs."""
+    for g in range(p.num_gates):
+      plgpu.copy_gmem_to_smem(xp_g.at[j, i, g], xs_s.at[g], barrier.at[bars.xs[g]])
+    entering = tuple(fetch([entering_g.at[j, i, k] for k in range(num_states)]))
+    d_seq = fetch([d_seqs_g.at[j, i, k] for k in range(num_states)])
+    rprojs = [None] * p.num_gates
+    for g, r in zip(gates, fetch([rprojs_g.at[j, i, m] for m in range(len(gates))])):
+      rprojs[g] = r
+    for g in range(p.num_gates):
+      plgpu.barrier_wait(barrier.at[bars.xs[g]])
+    xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
+    small = tuple(lax.broadcast_in_dim(small_s[k], (u, b), (0,)) for k in range(num_small))
+    valid = None if lengths_s is None else j < lengths_s[...]
+    d_new = tuple(d + s for d, s in zip(d_states, d_seq))
+    d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, tuple(rprojs),
+                                                           valid, d_new)
+    for g in range(p.num_gates):
+      xs_s[g] = d_xs[g].astype(xs_s.dtype)
+    if separate:
+      for m, g in enumerate(gates):
+        d_rp_s[m] = d_rp[g].astype(d_rp_s.dtype)
+    plgpu.commit_smem()
+    for g in range(p.num_gates):
+      plgpu.copy_smem_to_gmem(xs_s.at[g], d_xp_g.at[j, g, pl.ds(i * u, u), :])
+    for m in range(len(gates) if separate else 0):
+      plgpu.copy_smem_to_gmem(d_rp_s.at[m], d_rp_g.at[j, m, pl.ds(i * u, u), :])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=False)
+    return tuple(d_st), tuple(a + d for a, d in zip(d_small, d_sm))
+
+  def transposed(j):
+    """This CTA's part of d h from step j's gate cotangents: Σ_terms Rᵀ-slice @ K-slice."""
+    for m, g in enumerate(gates):
+      src = d_rp_g.at[j, m] if separate else d_xp_g.at[j, g]
+      plgpu.copy_gmem_to_smem(src.at[pl.ds(q * k_slice, k_slice), :], d_s.at[m],
+                              barrier.at[bars.d[m]])
+    for m in range(len(gates)):
+      plgpu.barrier_wait(barrier.at[bars.d[m]])
+
+    def matmuls(acc):
+      for k, (_, gate) in enumerate(p.terms):
+        plgpu.wgmma(acc, rt_s.at[k], d_s.at[gates.index(gate)])
+      plgpu.wgmma_wait(0)
+      return acc[...]
+
+    return pl.run_scoped(matmuls, plgpu.ACC((u, b), f32))
+
+  def leader_carry(d_states, part):
+    """Adds the partial sums of d h to the cell's own cotangents, clipped: step j - 1's."""
+    d_h = part
+    for peer_part in fetch([part_g.at[i, peer] for peer in range(1, c)]):
+      d_h = d_h + peer_part
+    d = list(d_states)
+    d[p.output_state] = d[p.output_state] + d_h
+    if cfg.grad_clip is not None:
+      d = [jnp.clip(a, -cfg.grad_clip, cfg.grad_clip) for a in d]
+    return tuple(d)
+
+  def body(s, carry):
+    d_states, d_small = carry
+    j = num_steps - 1 - s
+    d_states, d_small = lax.cond(leader, functools.partial(leader_cell, j),
+                                 lambda d, sm: (d, sm), d_states, d_small)
+    sync.signal()
+    sync.grid(s + 1)  # step j's gate cotangents of every unit are in global memory
+    part = transposed(j)
+
+    @pl.when(jnp.logical_not(leader))
+    def _():
+      put([part], [part_g.at[i, q]])
+
+    sync.cluster()  # every partial sum is in global memory
+    d_states = lax.cond(leader, leader_carry, lambda d, _: d, d_states, part)
+    return d_states, d_small
+
+  d_states0, d_small = lax.fori_loop(jnp.int32(0), jnp.int32(num_steps), body,
+                                     (d_finals, zeros(num_small)))
+
+  @pl.when(leader)
+  def _():
+    put([*d_states0, *d_small], [*[d_states0_g.at[i, k] for k in range(num_states)],
+                                 *[d_small_g.at[i, k] for k in range(num_small)]])
+
+
 def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, small, extras):
+  """Kernel layout in (as `_forward`, with the states entering each step and the cotangents of
+  seqs and finals) -> (d xp, d rprojs [T, Gr, B, N] or None, d states0, d small). The
+  recurrent projections the cell's backward reads are recomputed outside the serial loop, as
+  one matmul over all steps."""
+  if cfg.backward is not None:
+    return _step_backward(cfg, xp, entering, d_seqs, d_finals, weights, small, extras)
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  p, u, c = cfg.program, cfg.units, cfg.cluster
+  t, g, b, n = xp.shape
+  clusters, k_slice = n // u, n // c
+  w_dtype, gates = weights[0].dtype, p.rproj_gates
+  separate = separate_rprojs(p, w_dtype, xp.dtype)
+  ns, nsmall = len(entering), len(small)
+  per_step = lambda a: jnp.moveaxis(_columns(a, clusters, u), 1, 0)  # [T, clusters, X, u, B]
+  rprojs = p.rprojs(entering, weights)
+  inputs = ([_lengths_tile(extras.lengths, u, b)] if extras.lengths is not None else [])
+  inputs += [per_step(xp),
+             jnp.stack([w.reshape(clusters, u, c, k_slice).transpose(0, 2, 1, 3)
+                        for w in weights], 2),  # Rᵀ: [clusters, C, terms, units, K/C]
+             per_step(jnp.stack(entering, 1)), per_step(jnp.stack(d_seqs, 1).astype(f32)),
+             per_step(jnp.stack([rprojs[gate] for gate in gates], 1)),
+             _columns(jnp.stack(d_finals).astype(f32), clusters, u),
+             _small_columns(small, clusters, u)]
+  tile = lambda count: jax.ShapeDtypeStruct((clusters, count, u, b), f32)
+  out_type = (jax.ShapeDtypeStruct((t, g, n, b), xp.dtype),
+              *([jax.ShapeDtypeStruct((t, len(gates), n, b), w_dtype)] if separate else []),
+              tile(ns), tile(max(nsmall, 1)), tile(c))
+  kernel = plgpu.kernel(
+      functools.partial(_backward_kernel, cfg=cfg, num_steps=t, masked=extras.lengths is not None,
+                        num_states=ns, num_small=nsmall, separate=separate),
+      out_type=out_type,
+      scratch_types=[plgpu.SMEM((len(p.terms), u, k_slice), w_dtype),
+                     plgpu.SMEM((len(gates), k_slice, b), w_dtype),
+                     plgpu.SMEM((TILES, u, b), f32), plgpu.SMEM((g, u, b), xp.dtype),
+                     plgpu.SMEM((len(gates), u, b), w_dtype) if separate else None,
+                     plgpu.SMEM((max(nsmall, 1), u), f32),
+                     plgpu.SMEM((u, b), jnp.int32) if extras.lengths is not None else None,
+                     plgpu.Barrier(num_barriers=_backward_barriers(p).count),
+                     plgpu.ClusterBarrier(collective_axes=("cluster",))],
+      **_launch(cfg, clusters))
+  d_xp, *outs = kernel(*inputs)
+  d_rp = outs.pop(0) if separate else None
+  d_states0, d_small, _ = outs
+  rows = lambda a: jnp.transpose(a, (2, 0, 1)).reshape(b, n)  # [clusters, u, B] -> [B, N]
+  return (jnp.swapaxes(d_xp, -1, -2), None if p.same_grads else jnp.swapaxes(d_rp, -1, -2),
+          tuple(rows(d_states0[:, k]) for k in range(ns)),
+          tuple(d_small[:, k].sum(-1).reshape(1, n) for k in range(nsmall)))
+
+
+def _step_backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, small,
+                   extras):
   """The step kernel's backward, on the arrays padded to its hidden size (zero columns stay
   zero through the cell: no input, no weight, no state)."""
   n, wide = xp.shape[-1], cfg.backward_hidden

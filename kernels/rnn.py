@@ -116,20 +116,26 @@ def _persistent_plan(target: platforms.Target, program: programs.Program, batch:
                          lengths is not None, _num_sms())
 
 
-def _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret):
-  """The persistent kernel's config; on the cpu the interpretable form (one cluster, races
-  detected)."""
-  wide = platforms.Target("gpu").hidden_size(padded_n) if target.platform == "gpu" else padded_n
-  backward = step.StepConfig(program, target, block_b,
-                             min(wide, step.GPU_HIDDEN_BLOCK) if target.platform == "gpu"
-                             else wide, grad_clip)
+def _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret,
+                       backward_why):
+  """The persistent kernels' config; on the cpu the interpretable form (one cluster, races
+  detected). Where the backward kernel does not fit (`backward_why`), the step kernel runs the
+  backward, logged."""
+  backward, wide = None, 0
+  if backward_why is not None:
+    wide = platforms.Target("gpu").hidden_size(padded_n)
+    backward = step.StepConfig(program, target, block_b, min(wide, step.GPU_HIDDEN_BLOCK),
+                               grad_clip)
+    platforms.log_once(f"Pallas: the step kernel runs the persistent kernel's backward in a "
+                       f"scan ({backward_why}).")
   if target.platform == "cpu":
     from jax.experimental.pallas import mosaic_gpu as plgpu
     if not isinstance(interpret, plgpu.InterpretGPUParams):
       interpret = plgpu.InterpretGPUParams(detect_races=True)
-    return persistent.PersistentConfig(program, padded_n, cluster, backward, wide,
+    return persistent.PersistentConfig(program, padded_n, cluster, grad_clip, backward, wide,
                                        barrier="cluster", interpret=interpret)
-  return persistent.PersistentConfig(program, persistent.UNITS, cluster, backward, wide)
+  return persistent.PersistentConfig(program, persistent.UNITS, cluster, grad_clip, backward,
+                                     wide)
 
 
 def _padded_sizes(target: platforms.Target, program: programs.Program) -> tuple[int, int]:
@@ -211,11 +217,14 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
   padded_b, block_b = target.batch_blocks(batch, xp.dtype, block_b)
   padded_n, padded_ny = _padded_sizes(target, program)
   packed = program.pack(params, xp, carry0, padded_b, padded_n, padded_ny)
-  cluster, persistent_why = 0, "not asked for"
+  cluster, persistent_why, backward_why = 0, "not asked for", None
   if impl in (None, "persistent"):
     w_dtype = params[cell.recurrent_weights[0]].dtype
     cluster, persistent_why = _persistent_plan(target, program, batch, w_dtype, xp.dtype,
                                                options, lengths)
+    if persistent_why is None and target.platform == "gpu":
+      backward_why = persistent.backward_unsupported(program, cell.hidden_size, batch, w_dtype,
+                                                     xp.dtype, lengths is not None, cluster)
   if impl == "persistent" and persistent_why is not None:
     raise ValueError(f"impl='persistent' cannot run {type(cell).__name__}(hidden_size="
                      f"{cell.hidden_size}) here: {persistent_why}")
@@ -250,7 +259,8 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
     seqs, finals = sequence.fused_sequence(cfg, xp_k, packed.states0, packed.weights,
                                            packed.small, *extras)
   elif impl == "persistent":
-    cfg = _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret)
+    cfg = _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret,
+                             backward_why)
     seqs, finals = persistent.persistent_sequence(cfg, xp_k, packed.states0, packed.weights,
                                                   packed.small, lengths_k)
   else:

@@ -1,45 +1,96 @@
-"""The persistent Mosaic GPU kernel (`kernels.persistent`) in Pallas's GPU interpret mode on a
-CPU: its one-cluster form, whose CTAs run concurrently with race detection on, against the scan
-path (forward for every supported preset, gradients for the LSTM and the GRU), and proof that
-the race detector fires when the per-step barrier is removed. `test_kernels_persistent_lowering`
-checks the kernel for an H100 and the choice.
+"""The persistent Mosaic GPU kernels (`kernels.persistent`) in Pallas's GPU interpret mode on a
+CPU: their one-cluster form, whose CTAs run concurrently with race detection on, against the
+scan path (values and gradients for every supported preset and the GRU) and against
+`jax.grad` of the plain reference (grad_clip, lengths, bf16 weights), and proof that the race
+detector fires when either kernel's per-step barrier is removed.
+`test_kernels_persistent_lowering` checks the kernels for an H100 and the choice.
 
-Interpret mode costs about 10 s per kernel call, so the interpreted cells are tiny.
+Interpret mode costs seconds per kernel call, so the interpreted cells are tiny.
 """
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as interpreter
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from cases import rel_err
-from kernels import autodiff, persistent, programs
+from kernels import autodiff, persistent, programs, sequence
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
-from rnn_research.layers import recurrence
-from test_kernels import F32_TOL, check_against_scan, random_inputs
+from test_kernels import F32_TOL, assert_close, check_against_scan, random_inputs
 
 COLUMN_WISE = ("V", "NP", "CIFG", "NIG", "NFG", "NOG", "NIAF", "NOAF")
+
+
+def _interpreted(run):
+  """(what `run()` returns, whether GPU interpret mode found a race while it ran): jax 0.12
+  raises, jax 0.11 prints and records it."""
+  interpreter.reset_gpu_interpret_mode_state()
+  try:
+    out = jax.block_until_ready(run())
+    return out, interpreter.get_races().races_found
+  except Exception as error:  # noqa: BLE001
+    if "RACE DETECTED" in str(error):
+      return None, True
+    raise
+  finally:  # a raise leaves the interpreter's global state broken
+    interpreter.reset_gpu_interpret_mode_state()
 
 
 @pytest.mark.parametrize("cell", [LSTMDef(3, 32, PRESETS["V"]), GRUDef(3, 32)],
                          ids=["lstm-V", "gru"])
 def test_interpreted_values_and_gradients_match_scan(cell, rng):
-  """Two CTAs split the contraction; lengths freeze rows; the backward is the step kernel's,
-  padded and cut around the persistent layout."""
-  check_against_scan(cell, rng, 3, 4, [4, 2, 3], platform="cpu", impl="persistent")
+  """Two CTAs split the contraction, forward and backward; lengths freeze rows."""
+  _, race = _interpreted(lambda: check_against_scan(cell, rng, 3, 4, [4, 2, 3], platform="cpu",
+                                                    impl="persistent"))
+  assert not race
 
 
 @pytest.mark.parametrize("preset", [p for p in COLUMN_WISE if p != "V"])
-def test_interpreted_forward_matches_scan_for_every_column_wise_preset(preset, rng):
-  cell = LSTMDef(3, 32, PRESETS[preset])
-  params, xs, carry0, _ = random_inputs(cell, rng, 2, 3)
-  xp = cell.input_projection(params, xs)
-  got = recurrence(cell, params, xp, carry0, backend="pallas", platform="cpu",
-                   impl="persistent")
-  want = recurrence(cell, params, xp, carry0)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    assert rel_err(a, b) < F32_TOL
+def test_interpreted_values_and_gradients_match_scan_for_every_column_wise_preset(preset, rng):
+  _, race = _interpreted(lambda: check_against_scan(
+      LSTMDef(3, 32, PRESETS[preset]), rng, 2, 3, None, platform="cpu", impl="persistent"))
+  assert not race
+
+
+def _config(program, **options):
+  return persistent.PersistentConfig(
+      program, 32, 2, barrier="cluster", interpret=plgpu.InterpretGPUParams(detect_races=True),
+      **options)
+
+
+@pytest.mark.parametrize("cell,weight_dtype,tol", [
+    (LSTMDef(3, 32, PRESETS["V"]), jnp.float32, F32_TOL),
+    (GRUDef(3, 32), jnp.float32, F32_TOL),
+    (LSTMDef(3, 32, PRESETS["NP"]), jnp.bfloat16, 2e-2),
+], ids=["lstm-V", "gru", "lstm-bf16-weights"])
+def test_interpreted_backward_matches_grad_of_the_reference(cell, weight_dtype, tol, rng):
+  """The op's gradients with lengths and grad_clip (small enough to clip) against jax.grad of
+  `sequence_reference`; bf16 weights under f32 inputs: d rprojs written apart from d xs."""
+  program = programs.Program(cell)
+  params, xs, carry0, _ = random_inputs(cell, rng, 16, 4)
+  packed = program.pack(params, cell.input_projection(params, xs), carry0, 16, 32, 32)
+  weights = tuple(w.astype(weight_dtype) for w in packed.weights)
+  lengths = jnp.asarray(rng.integers(0, 5, (16, 1)), jnp.int32)
+  assert persistent.separate_rprojs(program, weight_dtype, packed.xp.dtype) == (
+      isinstance(cell, GRUDef) or weight_dtype != jnp.float32)
+  clip = 0.05
+
+  def grads(op):
+    loss = lambda *a: sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(op(*a)))
+    return jax.jit(jax.value_and_grad(loss, (0, 1, 2, 3)))(packed.xp, packed.states0, weights,
+                                                           packed.small)
+
+  cfg = _config(program, grad_clip=clip)
+  got, race = _interpreted(lambda: grads(
+      lambda *a: persistent.persistent_sequence(cfg, *a, lengths)))
+  assert not race
+  want = grads(lambda *a: sequence.sequence_reference(program, *a, lengths, grad_clip=clip))
+  assert_close(got, want, tol)
+  unclipped = grads(lambda *a: sequence.sequence_reference(program, *a, lengths))
+  assert rel_err(unclipped[1][2][0], want[1][2][0]) > 10 * tol  # the clip is not a no-op
 
 
 def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3):
@@ -51,20 +102,21 @@ def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3):
   return program, packed
 
 
-def test_race_detector_fires_without_the_grid_barrier(rng):
-  """The test above can fail: without the per-step barrier a CTA reads h_{t-1} while the
-  leader writes it, and the interpreter says so."""
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
+def test_race_detector_fires_without_the_grid_barrier(kernel, rng):
+  """The tests above can fail: without the per-step barrier a CTA reads h_{t-1} (forward) or
+  step j's gate cotangents (backward) while the leader writes them, and the interpreter says
+  so."""
   program, packed = _interpreted_kernel_inputs(rng)
-  cfg = persistent.PersistentConfig(
-      program, 32, 2, backward=None, backward_hidden=32, barrier="cluster",
-      interpret=plgpu.InterpretGPUParams(detect_races=True, on_race="raise"))
+  cfg = _config(program)
   args = (packed.xp, packed.states0, packed.weights, packed.small, autodiff.Extras())
-  seqs, _ = persistent._forward(cfg, *args)  # pylint: disable=protected-access
-  assert np.isfinite(np.asarray(seqs[1])).all()
-  try:
-    with pytest.raises(Exception, match="RACE DETECTED"):
-      jax.block_until_ready(persistent._forward(  # pylint: disable=protected-access
-          dataclasses.replace(cfg, grid_barrier=False), *args))
-  finally:  # the interpreter's global state is left broken by a raise
-    from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call
-    interpret_pallas_call.reset_gpu_interpret_mode_state()
+  seqs, finals = persistent._forward(cfg, *args)  # pylint: disable=protected-access
+  run = persistent._forward  # pylint: disable=protected-access
+  if kernel == "backward":
+    entering = autodiff.entering_states(program, packed.states0, seqs, None)
+    args = (packed.xp, entering, tuple(map(jnp.cos, seqs)), tuple(map(jnp.sin, finals)),
+            packed.weights, packed.small, autodiff.Extras())
+    run = persistent._backward  # pylint: disable=protected-access
+  outs, race = _interpreted(lambda: run(cfg, *args))
+  assert not race and all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(outs))
+  assert _interpreted(lambda: run(dataclasses.replace(cfg, grid_barrier=False), *args))[1]

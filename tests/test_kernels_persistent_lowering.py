@@ -1,10 +1,12 @@
-"""The persistent Mosaic GPU kernel (`kernels.persistent`) for an H100, checked on a CPU:
+"""The persistent Mosaic GPU kernels (`kernels.persistent`) for an H100, checked on a CPU:
 
-- lowering for cuda with the Mosaic GPU backend at hidden 256-1024, batch 16-64: the shared
-  memory per CTA read from Mosaic, within the H100/H200 budget and equal to the plan's;
-- the choice: the persistent kernel on gpu where the weights are too big for one program,
-  the step kernel, logged with the reason, where it cannot run; the gradient (the persistent
-  forward, the Triton step kernel's backward) lowers.
+- lowering for cuda with the Mosaic GPU backend at hidden 256-1024, batch 16-64, forward and
+  backward: the shared memory per CTA read from Mosaic, within the H100/H200 budget and equal
+  to the plan's;
+- the choice: the persistent kernels on gpu where the weights are too big for one program,
+  the step kernel, logged with the reason, where they cannot run; the whole gradient lowers
+  (both persistent kernels, or the persistent forward and the Triton step kernel's backward
+  where the backward kernel does not fit).
 """
 import logging
 import re
@@ -25,25 +27,31 @@ HIDDEN, BATCH = (256, 512, 768, 1024), (16, 32, 64)
 MOSAIC_CALL = "mosaic_gpu"
 
 
-def _forward_lowering(cell, hidden, batch, dtype, cluster, steps=8):
-  """The persistent forward kernel for an H100 (no device needed): a function that lowers it
-  for cuda through the Mosaic GPU pipeline."""
+def _lowering(kernel, cell, hidden, batch, dtype, cluster, masked=False, steps=8):
+  """The persistent "forward" or "backward" kernel for an H100 (no device needed): a function
+  that lowers it for cuda through the Mosaic GPU pipeline."""
   program = programs.Program(cell)
   n, b = persistent.padded_sizes(hidden, batch)
-  cfg = persistent.PersistentConfig(program, persistent.UNITS, cluster, backward=None,
-                                    backward_hidden=n)
+  cfg = persistent.PersistentConfig(program, persistent.UNITS, cluster, grad_clip=1.0)
   spec = jax.ShapeDtypeStruct
-  args = (spec((steps, program.num_gates, b, n), dtype),
-          tuple(spec((b, n), jnp.float32) for _ in program.state_widths(n, n)),
-          tuple(spec((n, n), dtype) for _ in program.terms),
-          tuple(spec((1, n), jnp.float32) for _ in program.small_names))
-
-  def forward(*a):
-    return persistent._forward(cfg, *a, autodiff.Extras())  # pylint: disable=protected-access
+  states = tuple(spec((b, n), jnp.float32) for _ in program.state_widths(n, n))
+  seqs = tuple(spec((steps, b, n), jnp.float32) for _ in states)
+  xp = spec((steps, program.num_gates, b, n), dtype)
+  weights = tuple(spec((n, n), dtype) for _ in program.terms)
+  small = tuple(spec((1, n), jnp.float32) for _ in program.small_names)
+  lengths = spec((b, 1), jnp.int32) if masked else None
+  if kernel == "forward":
+    args = (xp, states, weights, small, lengths)
+    run = lambda *a: persistent._forward(  # pylint: disable=protected-access
+        cfg, *a[:-1], autodiff.Extras(a[-1]))
+  else:
+    args = (xp, seqs, seqs, states, weights, small, lengths)
+    run = lambda *a: persistent._backward(  # pylint: disable=protected-access
+        cfg, *a[:-1], autodiff.Extras(a[-1]))
 
   def lower():
     with jax.sharding.use_abstract_mesh(H100):
-      return jax.jit(forward).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+      return jax.jit(run).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
   return lower
 
 
@@ -63,37 +71,55 @@ def _make(cell_kind, hidden):
 @pytest.mark.parametrize("batch", BATCH)
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("cell_kind", ["lstm-V", "gru"])
-def test_shared_memory_per_cta_within_the_h100_budget(cell_kind, hidden, batch):
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
+def test_shared_memory_per_cta_within_the_h100_budget(kernel, cell_kind, hidden, batch):
+  """bf16; the backward with lengths, its largest form."""
   cell = _make(cell_kind, hidden)
   program = programs.Program(cell)
+  masked = kernel == "backward"
   cluster, why = persistent.plan(program, hidden, batch, jnp.bfloat16, jnp.bfloat16, False)
   assert why is None
-  used = _smem_bytes(_forward_lowering(cell, hidden, batch, jnp.bfloat16, cluster))
-  planned = persistent.smem_bytes(program, *persistent.padded_sizes(hidden, batch), cluster,
-                                  jnp.bfloat16, jnp.bfloat16, False)
+  assert persistent.backward_unsupported(program, hidden, batch, jnp.bfloat16, jnp.bfloat16,
+                                         True, cluster) is None
+  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.bfloat16, cluster, masked))
+  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
+  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
+                 jnp.bfloat16, masked)
   assert planned <= used <= planned + 1024  # Mosaic's barriers and alignment
   assert used <= persistent.SMEM_PLAN_BYTES < persistent.SMEM_LIMIT_BYTES
 
 
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
 @pytest.mark.parametrize("cell_kind,hidden,batch", [("lstm-V", 1024, 64), ("gru", 768, 32)])
-def test_lowers_for_h100(cell_kind, hidden, batch):
-  """The whole Mosaic GPU pipeline (about 30 s a size on a busy CPU, so the corners only;
-  every size of the grid above lowered when this was written)."""
+def test_lowers_for_h100(cell_kind, hidden, batch, kernel):
+  """The whole Mosaic GPU pipeline (seconds a size, so the corners only; every size of the
+  grid above lowered when this was written)."""
   cell = _make(cell_kind, hidden)
   cluster, _ = persistent.plan(programs.Program(cell), hidden, batch, jnp.bfloat16,
                                jnp.bfloat16, False)
-  assert MOSAIC_CALL in _forward_lowering(cell, hidden, batch, jnp.bfloat16, cluster)()
+  assert MOSAIC_CALL in _lowering(kernel, cell, hidden, batch, jnp.bfloat16, cluster, True)()
 
 
 def test_plan_refuses_what_overflows_shared_memory():
-  """f32 weights at hidden 1024, batch 64: the plan says no, and forcing the kernel on the
-  largest cluster that fits the SMs does overflow the H100's shared memory."""
+  """Hidden 1024 at batch 128: the plan says no, and forcing the kernel on the largest
+  cluster that fits the SMs does overflow the H100's shared memory."""
   cell = LSTMDef(1024, 1024, PRESETS["V"])
-  cluster, why = persistent.plan(programs.Program(cell), 1024, 64, jnp.float32, jnp.float32,
-                                 False)
+  cluster, why = persistent.plan(programs.Program(cell), 1024, 128, jnp.bfloat16,
+                                 jnp.bfloat16, False)
   assert cluster == 0 and "shared memory" in why
-  lower = _forward_lowering(cell, 1024, 64, jnp.float32, persistent.MAX_CLUSTER)
+  lower = _lowering("forward", cell, 1024, 128, jnp.bfloat16, persistent.MAX_CLUSTER)
   assert _smem_bytes(lower) > persistent.SMEM_LIMIT_BYTES
+
+
+def test_f32_weights_are_refused_and_would_not_lower():
+  """The plan refuses f32 weights, and Mosaic GPU indeed rejects the kernel's tf32 wgmma."""
+  cell = GRUDef(256, 256)
+  cluster, why = persistent.plan(programs.Program(cell), 256, 16, jnp.float32, jnp.float32,
+                                 False)
+  assert cluster == 0 and "must be 16-bit" in why
+  for kernel in ("forward", "backward"):
+    with pytest.raises(Exception, match="Only f16 WGMMA supports transposes"):
+      _lowering(kernel, cell, 256, 16, jnp.float32, persistent.MAX_CLUSTER)()
 
 
 def _choose(cell, dtype, batch=16, impl=None, **arrays):
@@ -117,8 +143,10 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
 @pytest.mark.parametrize("cell,dtype,batch,options,expected", [
     (LSTMDef(8, 768, PRESETS["V"]), jnp.bfloat16, 16, {}, "running the persistent kernel"),
     (GRUDef(8, 1024), jnp.bfloat16, 64, {}, "running the persistent kernel"),
-    (LSTMDef(8, 1024, PRESETS["NP"]), jnp.float32, 64, {},
+    (LSTMDef(8, 1024, PRESETS["NP"]), jnp.bfloat16, 128, {},
      "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024"),
+    (LSTMDef(8, 512, PRESETS["NP"]), jnp.float32, 16, {},
+     "the persistent kernel cannot: its weights must be 16-bit (bf16, f16), got float32"),
     (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16,
      {"resets": jax.ShapeDtypeStruct((4, 16), jnp.bool_)},
      "the persistent kernel cannot: resets is not fused into it yet"),
@@ -128,7 +156,7 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
      "the persistent kernel cannot: its gate math mixes hidden columns"),
     (LSTMDef(8, 512, PRESETS["NP"], num_heads=2), jnp.bfloat16, 16, {},
      "the persistent kernel cannot: its recurrence is head-wise"),
-], ids=["lstm768", "gru1024-b64", "f32-overflow", "resets", "fgr", "lstmp", "heads"])
+], ids=["lstm768", "gru1024-b64", "overflow", "f32", "resets", "fgr", "lstmp", "heads"])
 def test_gpu_choice_is_logged(cell, dtype, batch, options, expected, caplog):
   platforms.log_once.cache_clear()
   with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
@@ -143,14 +171,20 @@ def test_persistent_on_request_says_why_it_cannot():
             resets=jax.ShapeDtypeStruct((4, 16), jnp.bool_))
 
 
-def test_gradient_lowers_for_h100_with_the_persistent_forward():
-  """The whole gradient: the Mosaic GPU forward and the Triton step kernel's backward."""
-  cell = LSTMDef(8, 768, PRESETS["NP"])
+@pytest.mark.parametrize("cell,dtype,batch,backward", [
+    (LSTMDef(8, 768, PRESETS["NP"]), jnp.bfloat16, 16, "persistent"),
+    (GRUDef(8, 768), jnp.bfloat16, 96, "step"),
+], ids=["lstm768", "gru768-b96"])
+def test_gradient_lowers_for_h100(cell, dtype, batch, backward, caplog):
+  """The whole gradient: the Mosaic GPU forward and backward, or, where the backward kernel's
+  shared memory does not fit (GRU at batch 96 with lengths), the Triton step kernel's backward,
+  logged."""
+  hidden = cell.hidden_size
   spec = jax.ShapeDtypeStruct
-  params = {k: spec(s, jnp.bfloat16) for k, s in cell.param_shapes().items()}
-  xp = spec((4, 16, 4 * 768), jnp.bfloat16)
-  carry0 = jax.tree.map(lambda c: spec(c.shape, jnp.bfloat16), cell.initial_carry((16,)))
-  lengths = spec((16,), jnp.int32)
+  params = {k: spec(s, dtype) for k, s in cell.param_shapes().items()}
+  xp = spec((4, batch, cell.num_gates * hidden), dtype)
+  carry0 = jax.tree.map(lambda c: spec(c.shape, dtype), cell.initial_carry((batch,)))
+  lengths = spec((batch,), jnp.int32)
 
   def grads(params, xp, carry0, lengths):
     def loss(params, xp, carry0):
@@ -159,8 +193,19 @@ def test_gradient_lowers_for_h100_with_the_persistent_forward():
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(out))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 
-  with jax.sharding.use_abstract_mesh(H100):
-    text = jax.jit(grads).trace(params, xp, carry0, lengths).lower(
-        lowering_platforms=("cuda",)).as_text()
+  platforms.log_once.cache_clear()
+  with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
+    with jax.sharding.use_abstract_mesh(H100):
+      text = jax.jit(grads).trace(params, xp, carry0, lengths).lower(
+          lowering_platforms=("cuda",)).as_text()
   calls = re.findall(r"custom_call @([\w$.]+)", text)
-  assert any(MOSAIC_CALL in c for c in calls) and "__gpu$xla.gpu.triton" in calls
+  mosaic = sum(MOSAIC_CALL in c for c in calls)
+  messages = " ".join(r.getMessage() for r in caplog.records)
+  assert "running the persistent kernel" in messages
+  if backward == "persistent":
+    assert mosaic == 2 and "__gpu$xla.gpu.triton" not in calls, calls
+    assert "runs the persistent kernel's backward" not in messages
+  else:
+    assert mosaic == 1 and "__gpu$xla.gpu.triton" in calls, calls
+    assert "the step kernel runs the persistent kernel's backward in a scan (its backward " \
+           "needs" in messages, messages
