@@ -242,6 +242,35 @@ class _Sync:
       pl.semaphore_wait(self.sem, signals * self.num_ctas, decrement=False)
 
 
+def _issue(barrier, indices, copies):
+  """Starts TMA copies [(src in global memory, dst in shared memory)], copy m arriving at
+  barrier indices[m]. The threads' earlier reads of shared memory are committed first: a TMA
+  write must not overtake a read of the buffer it overwrites."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  plgpu.commit_smem()
+  for index, (src, dst) in zip(indices[:len(copies)], copies, strict=True):
+    plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
+
+
+def _wait(barrier, indices):
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  for index in indices:
+    plgpu.barrier_wait(barrier.at[index])
+
+
+def _load(barrier, indices, copies):
+  """`_issue`, then waits for every copy."""
+  _issue(barrier, indices, copies)
+  _wait(barrier, indices[:len(copies)])
+
+
+def _gate_math_extras(small_s, num_small: int, lengths_s, t, shape):
+  """What the gate math reads besides states and gates: its vectors [units] broadcast to
+  `shape` [units, B], and `valid` at step t (None without lengths)."""
+  small = tuple(lax.broadcast_in_dim(small_s[k], shape, (0,)) for k in range(num_small))
+  return small, None if lengths_s is None else t < lengths_s[...]
+
+
 def _forward_barriers(program: Program) -> _Barriers:
   """The forward's TMA barriers: h's K-slice, the rest, R's terms, xs's gates."""
   return _Barriers(h=1, misc=1, r=len(program.terms), xs=program.num_gates)
@@ -269,10 +298,6 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   leader = q == 0
   sync = _Sync(cfg, cluster_bar, r_g.shape[0])
 
-  def load(src, dst, index):
-    plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
-    plgpu.barrier_wait(barrier.at[index])
-
   def store(src, dst):
     plgpu.copy_smem_to_gmem(src, dst)
 
@@ -281,20 +306,18 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     plgpu.commit_smem()
     store(o_s, hs_g.at[t, pl.ds(i * u, u), :])
 
-  for k in range(nterms):  # one 2-D copy per term (TMA strides up to 5 dimensions)
-    plgpu.copy_gmem_to_smem(r_g.at[i, q, k], r_s.at[k], barrier.at[bars.r[k]])
-  for k in range(nterms):
-    plgpu.barrier_wait(barrier.at[bars.r[k]])
+  # one 2-D copy per term (TMA strides up to 5 dimensions)
+  _load(barrier, bars.r, [(r_g.at[i, q, k], r_s.at[k]) for k in range(nterms)])
 
   def leader_init():
     if num_small:
-      load(small_g.at[i], small_s, bars.misc[0])
+      _load(barrier, bars.misc, [(small_g.at[i], small_s)])
     if masked:
-      load(lengths_g, lengths_s, bars.misc[0])
-    load(h0_g.at[i], o_s, bars.misc[0])
+      _load(barrier, bars.misc, [(lengths_g, lengths_s)])
+    _load(barrier, bars.misc, [(h0_g.at[i], o_s)])
     store(o_s, hs_g.at[0, pl.ds(i * u, u), :])
     for k, s0 in enumerate(states0_g):
-      load(s0.at[i], part_s.at[k], bars.misc[0])
+      _load(barrier, bars.misc, [(s0.at[i], part_s.at[k])])
     states = tuple(part_s[k] for k in range(num_states))
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
     return states
@@ -307,20 +330,14 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     """Adds the peers' partial sums, runs the gate math, stores the states and h_t."""
     totals = list(parts)
     for peer in range(1, c):
-      for k in range(nterms):
-        plgpu.copy_gmem_to_smem(part_g.at[i, peer, k], part_s.at[k], barrier.at[bars.r[k]])
-      for k in range(nterms):
-        plgpu.barrier_wait(barrier.at[bars.r[k]])
-        totals[k] = totals[k] + part_s[k]
+      _load(barrier, bars.r, [(part_g.at[i, peer, k], part_s.at[k]) for k in range(nterms)])
+      totals = [total + part_s[k] for k, total in enumerate(totals)]
     rprojs = [None] * p.num_gates
     for k, (_, gate) in enumerate(p.terms):
       rprojs[gate] = totals[k] if rprojs[gate] is None else rprojs[gate] + totals[k]
-    for g in range(p.num_gates):
-      plgpu.barrier_wait(barrier.at[bars.xs[g]])
+    _wait(barrier, bars.xs)
     xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
-    shape = xs[0].shape
-    small = tuple(lax.broadcast_in_dim(small_s[k], shape, (0,)) for k in range(num_small))
-    valid = None if lengths_s is None else t < lengths_s[...]
+    small, valid = _gate_math_extras(small_s, num_small, lengths_s, t, xs[0].shape)
     new = p.step(small, states, xs, tuple(rprojs), valid)
     for k, s in enumerate(new):
       part_s[k] = s
@@ -335,10 +352,9 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 
     @pl.when(leader)
     def _():
-      for g in range(p.num_gates):
-        plgpu.copy_gmem_to_smem(xp_g.at[t, i, g], xs_s.at[g], barrier.at[bars.xs[g]])
+      _issue(barrier, bars.xs, [(xp_g.at[t, i, g], xs_s.at[g]) for g in range(p.num_gates)])
 
-    load(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s, bars.h[0])
+    _load(barrier, bars.h, [(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s)])
 
     def matmuls(*accs):
       for k, acc in enumerate(accs):
@@ -370,6 +386,11 @@ def _columns(a, clusters: int, units: int):
   *lead, b, _ = a.shape
   a = a.reshape(*lead, b, clusters, units)
   return jnp.moveaxis(jnp.swapaxes(a, -1, -3), -2, 0)
+
+
+def _per_step(a, clusters: int, units: int):
+  """[T, X, B, N] -> [T, clusters, X, units, B]: one step's tiles of a cluster together."""
+  return jnp.moveaxis(_columns(a, clusters, units), 1, 0)
 
 
 def _small_columns(small, clusters: int, units: int):
@@ -406,7 +427,7 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   w_dtype = weights[0].dtype
   k_slice = n // c
   nterms, ns = len(p.terms), len(states0)
-  xp_k = jnp.moveaxis(_columns(xp, clusters, u), 1, 0)  # [T, clusters, G, units, B]
+  xp_k = _per_step(xp, clusters, u)  # [T, clusters, G, units, B]
   # r[i, q, term] = w[q·K/C.., i·units..]ᵀ: [clusters, C, terms, units, K/C]
   r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1) for w in weights], 2)
   h0 = _columns(states0[p.output_state].astype(w_dtype), clusters, u)
@@ -499,20 +520,12 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   leader = q == 0
   sync = _Sync(cfg, cluster_bar, rt_g.shape[0])
 
-  def load(src, dst, index):
-    plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
-    plgpu.barrier_wait(barrier.at[index])
-
   def fetch(srcs):
     """[units, B] f32 tiles from global memory, TILES at a time through tiles_s."""
     out = []
     for start in range(0, len(srcs), TILES):
       group = srcs[start:start + TILES]
-      plgpu.commit_smem()  # the tiles' earlier reads are done before TMA overwrites them
-      for m, src in enumerate(group):
-        plgpu.copy_gmem_to_smem(src, tiles_s.at[m], barrier.at[bars.tiles[m]])
-      for m in range(len(group)):
-        plgpu.barrier_wait(barrier.at[bars.tiles[m]])
+      _load(barrier, bars.tiles, [(src, tiles_s.at[m]) for m, src in enumerate(group)])
       out += [tiles_s[m] for m in range(len(group))]
     return out
 
@@ -527,36 +540,30 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
         plgpu.copy_smem_to_gmem(tiles_s.at[m], dst)
       plgpu.wait_smem_to_gmem(0, wait_read_only=False)
 
-  for k in range(len(p.terms)):
-    plgpu.copy_gmem_to_smem(rt_g.at[i, q, k], rt_s.at[k], barrier.at[bars.r[k]])
-  for k in range(len(p.terms)):
-    plgpu.barrier_wait(barrier.at[bars.r[k]])
+  _load(barrier, bars.r, [(rt_g.at[i, q, k], rt_s.at[k]) for k in range(len(p.terms))])
 
   zeros = lambda count: tuple(jnp.zeros((u, b), f32) for _ in range(count))
 
   def leader_init():
     if num_small:
-      load(small_g.at[i], small_s, bars.misc[0])
+      _load(barrier, bars.misc, [(small_g.at[i], small_s)])
     if masked:
-      load(lengths_g, lengths_s, bars.misc[0])
+      _load(barrier, bars.misc, [(lengths_g, lengths_s)])
     return tuple(fetch([d_finals_g.at[i, k] for k in range(num_states)]))
 
   d_finals = lax.cond(leader, leader_init, lambda: zeros(num_states))
 
   def leader_cell(j, d_states, d_small):
     """The cell's backward at step j for this cluster's units; stores d xs and d rprojs."""
-    for g in range(p.num_gates):
-      plgpu.copy_gmem_to_smem(xp_g.at[j, i, g], xs_s.at[g], barrier.at[bars.xs[g]])
+    _issue(barrier, bars.xs, [(xp_g.at[j, i, g], xs_s.at[g]) for g in range(p.num_gates)])
     entering = tuple(fetch([entering_g.at[j, i, k] for k in range(num_states)]))
     d_seq = fetch([d_seqs_g.at[j, i, k] for k in range(num_states)])
     rprojs = [None] * p.num_gates
     for g, r in zip(gates, fetch([rprojs_g.at[j, i, m] for m in range(len(gates))])):
       rprojs[g] = r
-    for g in range(p.num_gates):
-      plgpu.barrier_wait(barrier.at[bars.xs[g]])
+    _wait(barrier, bars.xs)
     xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
-    small = tuple(lax.broadcast_in_dim(small_s[k], (u, b), (0,)) for k in range(num_small))
-    valid = None if lengths_s is None else j < lengths_s[...]
+    small, valid = _gate_math_extras(small_s, num_small, lengths_s, j, (u, b))
     d_new = tuple(d + s for d, s in zip(d_states, d_seq))
     d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, tuple(rprojs),
                                                            valid, d_new)
@@ -575,12 +582,9 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 
   def transposed(j):
     """This CTA's part of d h from step j's gate cotangents: Σ_terms Rᵀ-slice @ K-slice."""
-    for m, g in enumerate(gates):
-      src = d_rp_g.at[j, m] if separate else d_xp_g.at[j, g]
-      plgpu.copy_gmem_to_smem(src.at[pl.ds(q * k_slice, k_slice), :], d_s.at[m],
-                              barrier.at[bars.d[m]])
-    for m in range(len(gates)):
-      plgpu.barrier_wait(barrier.at[bars.d[m]])
+    sources = [d_rp_g.at[j, m] if separate else d_xp_g.at[j, g] for m, g in enumerate(gates)]
+    _load(barrier, bars.d, [(src.at[pl.ds(q * k_slice, k_slice), :], d_s.at[m])
+                            for m, src in enumerate(sources)])
 
     def matmuls(acc):
       for k, (_, gate) in enumerate(p.terms):
@@ -641,7 +645,7 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   w_dtype, gates = weights[0].dtype, p.rproj_gates
   separate = separate_rprojs(p, w_dtype, xp.dtype)
   ns, nsmall = len(entering), len(small)
-  per_step = lambda a: jnp.moveaxis(_columns(a, clusters, u), 1, 0)  # [T, clusters, X, u, B]
+  per_step = lambda a: _per_step(a, clusters, u)
   rprojs = p.rprojs(entering, weights)
   inputs = ([_lengths_tile(extras.lengths, u, b)] if extras.lengths is not None else [])
   inputs += [per_step(xp),

@@ -61,6 +61,14 @@ def _config(program, **options):
       **options)
 
 
+def _value_and_grads(op, packed, weights):
+  """A loss of the op's state sequences and final states, and its gradients w.r.t. xp,
+  states0, weights and small (kernel layout)."""
+  loss = lambda *a: sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(op(*a)))
+  return jax.jit(jax.value_and_grad(loss, (0, 1, 2, 3)))(packed.xp, packed.states0, weights,
+                                                         packed.small)
+
+
 @pytest.mark.parametrize("cell,weight_dtype,tol", [
     (LSTMDef(3, 32, PRESETS["V"]), jnp.float32, F32_TOL),
     (GRUDef(3, 32), jnp.float32, F32_TOL),
@@ -77,20 +85,34 @@ def test_interpreted_backward_matches_grad_of_the_reference(cell, weight_dtype, 
   assert persistent.separate_rprojs(program, weight_dtype, packed.xp.dtype) == (
       isinstance(cell, GRUDef) or weight_dtype != jnp.float32)
   clip = 0.05
-
-  def grads(op):
-    loss = lambda *a: sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(op(*a)))
-    return jax.jit(jax.value_and_grad(loss, (0, 1, 2, 3)))(packed.xp, packed.states0, weights,
-                                                           packed.small)
-
   cfg = _config(program, grad_clip=clip)
-  got, race = _interpreted(lambda: grads(
-      lambda *a: persistent.persistent_sequence(cfg, *a, lengths)))
+  got, race = _interpreted(lambda: _value_and_grads(
+      lambda *a: persistent.persistent_sequence(cfg, *a, lengths), packed, weights))
   assert not race
-  want = grads(lambda *a: sequence.sequence_reference(program, *a, lengths, grad_clip=clip))
+  want = _value_and_grads(
+      lambda *a: sequence.sequence_reference(program, *a, lengths, grad_clip=clip), packed,
+      weights)
   assert_close(got, want, tol)
-  unclipped = grads(lambda *a: sequence.sequence_reference(program, *a, lengths))
+  unclipped = _value_and_grads(lambda *a: sequence.sequence_reference(program, *a, lengths),
+                               packed, weights)
   assert rel_err(unclipped[1][2][0], want[1][2][0]) > 10 * tol  # the clip is not a no-op
+
+
+def test_interpreted_four_ctas_match_the_reference_without_races(rng):
+  """Four CTAs per cluster, forward and backward: the leaders reuse their staging buffers for
+  several peers' partial sums, and each TMA copy into one waits for the reads before it."""
+  cell = LSTMDef(3, 64, PRESETS["V"])
+  program = programs.Program(cell)
+  params, xs, carry0, _ = random_inputs(cell, rng, 16, 3)
+  packed = program.pack(params, cell.input_projection(params, xs), carry0, 16, 64, 64)
+  cfg = persistent.PersistentConfig(program, 64, 4, barrier="cluster",
+                                    interpret=plgpu.InterpretGPUParams(detect_races=True))
+  got, race = _interpreted(lambda: _value_and_grads(
+      lambda *a: persistent.persistent_sequence(cfg, *a, None), packed, packed.weights))
+  assert not race
+  want = _value_and_grads(lambda *a: sequence.sequence_reference(program, *a, None), packed,
+                          packed.weights)
+  assert_close(got, want, F32_TOL)
 
 
 def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3):
