@@ -196,7 +196,8 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
       budgets (default: the device's; v4, the smallest, where there is none).
     impl: "sequence", "persistent" or "step" (default: "sequence" where the weights fit on
       chip, else "persistent" where it can run, else "step"); "persistent" on the cpu runs
-      its one-cluster form in GPU interpret mode (races detected).
+      its one-cluster form in GPU interpret mode (races detected), whose CTAs each hold one of
+      XLA's CPU threads: with fewer cores than CTAs + 2, set PJRT_NPROC (tests/conftest.py).
     block_b, block_t, block_n: batch, time (sequence kernel) and hidden (step kernel)
       blocks; default: the platform's.
 

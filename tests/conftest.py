@@ -1,6 +1,7 @@
-"""Test set-up: float64 on (tests choose each array's dtype explicitly), a seeded generator, and
+"""Test set-up: float64 on (tests choose each array's dtype explicitly), a seeded generator,
 one persistent compilation cache for every process of a run (pytest's workers and the trials and
-sweeps that tests start), since the many small trainings compile the same programs again."""
+sweeps that tests start), since the many small trainings compile the same programs again, and
+enough of XLA's CPU threads for Pallas's GPU interpreter (see PJRT_NPROC below)."""
 import os
 import pickle
 import tempfile
@@ -10,6 +11,11 @@ _CACHE = {"JAX_COMPILATION_CACHE_DIR": os.path.join(tempfile.gettempdir(), "rnn_
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 for _name, _value in _CACHE.items():
   os.environ.setdefault(_name, _value)  # read by jax at import, here and in subprocesses
+# Pallas's GPU interpreter runs each CTA of a cluster as an XLA computation whose host callbacks
+# block at the cluster barrier until the others arrive; with XLA's CPU thread pool at its default
+# size, the core count, a 2-core machine deadlocks once the kernel's own callback and one CTA hold
+# both threads (seen in CI; reproduced with 2 CTAs under load, gone with 8 threads).
+os.environ.setdefault("PJRT_NPROC", "8")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
