@@ -43,11 +43,20 @@ matmul over all steps, and the weights' gradients are one matmul after it
 (`autodiff.sequence_op`). Where its shared memory does not fit (`backward_unsupported`), the
 step kernel runs the backward in a scan instead, logged.
 
+The options are fused as in the other kernels (`Fused`): the forward's leader carries the
+states entering the next step (states0 in its reset rows) and stores h_t as the next step's
+matmuls read it, entered and times the recurrent dropout mask; zoneout weights (per step, or
+constant among the gate math's vectors) go into `Program.step`. In the backward the leader
+multiplies the transposed matmuls' d h by the mask and sends the reset rows' cotangent to
+states0 (`autodiff.split_reset`). The forward stages the mask, the reset flags and the
+per-step zoneout weights in shared memory (one f32 [units, B] tile each, which the plan
+counts); the backward fetches them through its staging tiles.
+
 Supported: column-separable cells without head-wise recurrence whose every recurrent weight
 reads h (the LSTM presets but FGR, without projection; GRU with reset_after), 16-bit weights
-(bf16, f16), lengths; `unsupported` and `plan` name what is not (f32 weights: Mosaic GPU's tf32
-`wgmma` takes only K-major operands, and h is laid out [K, B]; resets, recurrent dropout,
-zoneout, ...), and `kernels.rnn` then runs the step kernel, logged.
+(bf16, f16), lengths and every option; `unsupported` and `plan` name what is not (f32 weights:
+Mosaic GPU's tf32 `wgmma` takes only K-major operands, and h is laid out [K, B]; sizes whose
+shared memory does not fit), and `kernels.rnn` then runs the step kernel, logged.
 
 Both kernels with a grid of one cluster (`barrier="cluster"`) run in Pallas's GPU interpret
 mode on a CPU, where the CTAs of a cluster run concurrently and races are detected.
@@ -106,17 +115,43 @@ class PersistentConfig:
       raise ValueError(f"barrier must be one of {BARRIERS}, got {self.barrier!r}")
 
 
-def unsupported(program: Program, *, resets=False, h_mask=False, keeps=False) -> str | None:
-  """Why the persistent kernel cannot run this cell with these options, or None."""
+def _keep_mode(keep) -> str | None:
+  """How zoneout weights in the kernels' layout come: None, "const" [1, w] or "step"
+  [T, B, w]."""
+  return None if keep is None else ("const" if keep.ndim == 2 else "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fused:
+  """The per-call options a persistent kernel runs (static): resets, the recurrent dropout
+  mask, and per state how its zoneout weights come: None, "const" (a row [1, w], read as one
+  more of the gate math's vectors) or "step" (a [units, B] tile per step)."""
+  resets: bool = False
+  h_mask: bool = False
+  keeps: tuple = ()
+
+  @classmethod
+  def of(cls, extras: autodiff.Extras) -> "Fused":
+    keeps = tuple(map(_keep_mode, extras.keeps or ()))
+    return cls(extras.resets is not None, extras.h_mask is not None, keeps)
+
+  def count(self, mode: str) -> int:
+    return sum(k == mode for k in self.keeps)
+
+  def forward_tiles(self) -> int:
+    """f32 [units, B] tiles the forward's leader keeps for the options: the mask (all
+    steps), the next step's reset flags and the step's zoneout weights."""
+    return self.h_mask + self.resets + self.count("step")
+
+
+def unsupported(program: Program) -> str | None:
+  """Why the persistent kernels cannot run this cell, or None."""
   if not program.separable:
     return "its gate math mixes hidden columns (layer norm, a projection, Cho's R_n)"
   if program.heads > 1:
     return "its recurrence is head-wise"
   if any(src != program.output_state for src, _ in program.terms):
     return "a recurrent weight reads a state other than h (FGR)"
-  for name, on in (("resets", resets), ("recurrent dropout", h_mask), ("zoneout", keeps)):
-    if on:
-      return f"{name} is not fused into it yet"
   return None
 
 
@@ -125,22 +160,27 @@ def padded_sizes(hidden: int, batch: int, units: int = UNITS) -> tuple[int, int]
   return -(-hidden // units) * units, -(-batch // BATCH_TILE) * BATCH_TILE
 
 
+def _vectors_bytes(program: Program, fused: Fused, units: int) -> int:
+  """The gate math's vectors and the constant zoneout weights, [units] f32 each."""
+  return 4 * max(len(program.small_names) + fused.count("const"), 1) * units
+
+
 def smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int, weight_dtype,
-               xp_dtype, masked: bool, units: int = UNITS) -> int:
+               xp_dtype, masked: bool, fused: Fused = Fused(), units: int = UNITS) -> int:
   """The shared memory one CTA asks for (Mosaic adds under 1 KiB of barriers and alignment;
   the lowering tests read the exact figure): its R slice, its K-slice of h, the h_t tile, the
-  partial sums (also the states' staging), the gates' inputs, the gate math's vectors and
-  the lengths."""
+  partial sums (also the states' staging), the gates' inputs, the gate math's vectors, the
+  lengths and the options' tiles."""
   w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
   k, b = padded_n // cluster, padded_b
   terms, states = len(program.terms), len(program.state_widths(1, 1))
   return (w * (terms * units * k + k * b + units * b) + 4 * max(terms, states) * units * b
-          + x * program.num_gates * units * b + 4 * max(len(program.small_names), 1) * units
-          + (4 * units * b if masked else 0))
+          + x * program.num_gates * units * b + _vectors_bytes(program, fused, units)
+          + 4 * (masked + fused.forward_tiles()) * units * b)
 
 
 def plan(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype, masked: bool,
-         num_sms: int = H100_SMS) -> tuple[int, str | None]:
+         fused: Fused = Fused(), num_sms: int = H100_SMS) -> tuple[int, str | None]:
   """(cluster size, None) for the persistent kernel at this size, or (0, why not).
 
   The cluster is the largest power of 2 up to MAX_CLUSTER whose grid fits the SMs (more
@@ -156,12 +196,14 @@ def plan(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype, mask
     k = padded_n // cluster
     if cluster > MAX_CLUSTER or clusters * cluster > num_sms or k % 16:
       continue
-    size = smem_bytes(program, padded_n, padded_b, cluster, weight_dtype, xp_dtype, masked)
+    size = smem_bytes(program, padded_n, padded_b, cluster, weight_dtype, xp_dtype, masked,
+                      fused)
     if size <= SMEM_PLAN_BYTES:
       return cluster, None
+  options = 4 * fused.forward_tiles() * UNITS * padded_b
   return 0, (f"no cluster of <= {MAX_CLUSTER} CTAs fits hidden {hidden} (padded {padded_n}) at "
              f"batch {batch} in {num_sms} SMs with {SMEM_PLAN_BYTES} bytes of shared memory "
-             f"per CTA")
+             f"per CTA" + (f" ({options} of them for the options)" if options else ""))
 
 
 def separate_rprojs(program: Program, weight_dtype, xp_dtype) -> bool:
@@ -171,25 +213,26 @@ def separate_rprojs(program: Program, weight_dtype, xp_dtype) -> bool:
 
 
 def backward_smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int,
-                        weight_dtype, xp_dtype, masked: bool, units: int = UNITS) -> int:
+                        weight_dtype, xp_dtype, masked: bool, fused: Fused = Fused(),
+                        units: int = UNITS) -> int:
   """The shared memory one CTA of the backward kernel asks for: its slice of Rᵀ, its K-slice
-  of the gate cotangents, the staged f32 tiles, xs (then d xs), d rprojs (if separate), the
-  gate math's vectors and the lengths."""
+  of the gate cotangents, the staged f32 tiles (the options' too), xs (then d xs), d rprojs
+  (if separate), the gate math's vectors and the lengths."""
   w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
   k, b = padded_n // cluster, padded_b
   terms, gates = len(program.terms), len(program.rproj_gates)
   separate = separate_rprojs(program, weight_dtype, xp_dtype)
   return (w * (terms * units * k + gates * k * b + (gates * units * b if separate else 0))
           + 4 * TILES * units * b + x * program.num_gates * units * b
-          + 4 * max(len(program.small_names), 1) * units + (4 * units * b if masked else 0))
+          + _vectors_bytes(program, fused, units) + (4 * units * b if masked else 0))
 
 
 def backward_unsupported(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype,
-                         masked: bool, cluster: int) -> str | None:
+                         masked: bool, cluster: int, fused: Fused = Fused()) -> str | None:
   """Why the persistent backward kernel cannot run with the forward's plan, or None."""
   padded_n, padded_b = padded_sizes(hidden, batch)
   size = backward_smem_bytes(program, padded_n, padded_b, cluster, weight_dtype, xp_dtype,
-                             masked)
+                             masked, fused)
   if size > SMEM_PLAN_BYTES:
     return (f"its backward needs {size} bytes of shared memory per CTA at hidden {hidden}, "
             f"batch {batch}, more than {SMEM_PLAN_BYTES}")
@@ -247,6 +290,8 @@ def _issue(barrier, indices, copies):
   barrier indices[m]. The threads' earlier reads of shared memory are committed first: a TMA
   write must not overtake a read of the buffer it overwrites."""
   from jax.experimental.pallas import mosaic_gpu as plgpu
+  if not copies:
+    return
   plgpu.commit_smem()
   for index, (src, dst) in zip(indices[:len(copies)], copies, strict=True):
     plgpu.copy_gmem_to_smem(src, dst, barrier.at[index])
@@ -271,32 +316,54 @@ def _gate_math_extras(small_s, num_small: int, lengths_s, t, shape):
   return small, None if lengths_s is None else t < lengths_s[...]
 
 
-def _forward_barriers(program: Program) -> _Barriers:
-  """The forward's TMA barriers: h's K-slice, the rest, R's terms, xs's gates."""
-  return _Barriers(h=1, misc=1, r=len(program.terms), xs=program.num_gates)
+def _zoneout(fused: Fused, small_s, num_small: int, step_tiles, shape):
+  """The zoneout weights per state as `Program.step` reads them (None without zoneout): the
+  constant ones broadcast from the vectors after the gate math's own, the per-step ones from
+  `step_tiles` [units, B] in order."""
+  if not fused.keeps:
+    return None
+  consts, tiles = iter(range(num_small, num_small + fused.count("const"))), iter(step_tiles)
+  take = {None: lambda: None, "step": lambda: next(tiles),
+          "const": lambda: lax.broadcast_in_dim(small_s[next(consts)], shape, (0,))}
+  return tuple(take[mode]() for mode in fused.keeps)
+
+
+def _forward_barriers(program: Program, fused: Fused) -> _Barriers:
+  """The forward's TMA barriers: h's K-slice, the rest, R's terms, xs's gates, the options'
+  per-step tiles."""
+  return _Barriers(h=1, misc=1, r=len(program.terms), xs=program.num_gates,
+                   opts=fused.resets + fused.count("step"))
 
 
 def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
-                    num_states: int, num_small: int):
+                    num_states: int, num_small: int, fused: Fused):
   """One CTA (i, q): cluster i's units, K-slice q. Every transfer between global and shared
-  memory is a TMA copy (Mosaic GPU loads no WGMMA-layout tile from global memory)."""
+  memory is a TMA copy (Mosaic GPU loads no WGMMA-layout tile from global memory). With
+  resets the leader carries the states entering the next step and keeps states0; h_{t} is
+  stored as the matmuls read it (entered, times the dropout mask)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
   nterms = len(p.terms)
-  bars = _forward_barriers(p)
+  bars = _forward_barriers(p, fused)
   refs = list(refs)
   take = lambda n: [refs.pop(0) for _ in range(n)]
   lengths_g = take(1)[0] if masked else None
   xp_g, r_g, h0_g, small_g = take(4)
   states0_g = take(num_states)
+  resets_g, mask_g, keeps_g = (take(1)[0] if on else None for on in (
+      fused.resets, fused.h_mask, fused.count("step")))
   hs_g, part_g = take(2)
   seqs_g = take(num_states)
-  r_s, h_s, o_s, part_s, xs_s, small_s, lengths_s, barrier, cluster_bar = refs
+  r_s, h_s, o_s, part_s, xs_s, small_s, lengths_s, opts_s, barrier, cluster_bar = refs
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
   k_slice = h_s.shape[0]
   leader = q == 0
   sync = _Sync(cfg, cluster_bar, r_g.shape[0])
+  # opts_s: the mask, the next step's reset flags, the step's zoneout weights
+  slots = iter(range(fused.forward_tiles()))
+  mask_slot, reset_slot = (next(slots) if on else None for on in (fused.h_mask, fused.resets))
+  keep_slots = list(slots)
 
   def store(src, dst):
     plgpu.copy_smem_to_gmem(src, dst)
@@ -310,24 +377,27 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   _load(barrier, bars.r, [(r_g.at[i, q, k], r_s.at[k]) for k in range(nterms)])
 
   def leader_init():
-    if num_small:
+    if num_small or fused.count("const"):
       _load(barrier, bars.misc, [(small_g.at[i], small_s)])
     if masked:
       _load(barrier, bars.misc, [(lengths_g, lengths_s)])
+    if fused.h_mask:
+      _load(barrier, bars.misc, [(mask_g.at[i], opts_s.at[mask_slot])])
     _load(barrier, bars.misc, [(h0_g.at[i], o_s)])
     store(o_s, hs_g.at[0, pl.ds(i * u, u), :])
     for k, s0 in enumerate(states0_g):
       _load(barrier, bars.misc, [(s0.at[i], part_s.at[k])])
     states = tuple(part_s[k] for k in range(num_states))
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
-    return states
+    return states, states if fused.resets else ()
 
   zeros = tuple(jnp.zeros((u, h_s.shape[1]), f32) for _ in range(num_states))
-  states0 = lax.cond(leader, leader_init, lambda: zeros)
+  carry0 = lax.cond(leader, leader_init, lambda: (zeros, zeros if fused.resets else ()))
   sync.signal()
 
-  def leader_step(t, states, parts):
+  def leader_step(t, carry, parts):
     """Adds the peers' partial sums, runs the gate math, stores the states and h_t."""
+    states, states0 = carry
     totals = list(parts)
     for peer in range(1, c):
       _load(barrier, bars.r, [(part_g.at[i, peer, k], part_s.at[k]) for k in range(nterms)])
@@ -336,23 +406,30 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     for k, (_, gate) in enumerate(p.terms):
       rprojs[gate] = totals[k] if rprojs[gate] is None else rprojs[gate] + totals[k]
     _wait(barrier, bars.xs)
+    _wait(barrier, bars.opts)
     xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
     small, valid = _gate_math_extras(small_s, num_small, lengths_s, t, xs[0].shape)
-    new = p.step(small, states, xs, tuple(rprojs), valid)
+    keeps = _zoneout(fused, small_s, num_small, [opts_s[m] for m in keep_slots], xs[0].shape)
+    new = p.step(small, states, xs, tuple(rprojs), valid, keeps)
     for k, s in enumerate(new):
       part_s[k] = s
-    store_h(new[p.output_state], t + 1)
+    entering = p.enter(new, states0, opts_s[reset_slot] > 0 if fused.resets else None)
+    mask = opts_s[mask_slot] if fused.h_mask else None
+    store_h(p.rinputs(entering, mask)[p.output_state], t + 1)
     for k, seq in enumerate(seqs_g):
       store(part_s.at[k], seq.at[t, i])
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
-    return new
+    return entering, states0
 
-  def body(t, states):
+  def body(t, carry):
     sync.grid(t + 1)  # h_{t-1} of every unit is in global memory
 
     @pl.when(leader)
     def _():
       _issue(barrier, bars.xs, [(xp_g.at[t, i, g], xs_s.at[g]) for g in range(p.num_gates)])
+      _issue(barrier, bars.opts,
+             ([(resets_g.at[t], opts_s.at[reset_slot])] if fused.resets else [])
+             + [(keeps_g.at[t, i, m], opts_s.at[slot]) for m, slot in enumerate(keep_slots)])
 
     _load(barrier, bars.h, [(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s)])
 
@@ -374,11 +451,11 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
       plgpu.wait_smem_to_gmem(0, wait_read_only=False)
 
     sync.cluster()  # every partial sum is in global memory
-    states = lax.cond(leader, functools.partial(leader_step, t), lambda s, _: s, states, parts)
+    carry = lax.cond(leader, functools.partial(leader_step, t), lambda s, _: s, carry, parts)
     sync.signal()
-    return states
+    return carry
 
-  lax.fori_loop(jnp.int32(0), jnp.int32(num_steps), body, states0)
+  lax.fori_loop(jnp.int32(0), jnp.int32(num_steps), body, carry0)
 
 
 def _columns(a, clusters: int, units: int):
@@ -400,9 +477,32 @@ def _small_columns(small, clusters: int, units: int):
   return jnp.stack([s[0].astype(f32).reshape(clusters, units) for s in small], 1)
 
 
-def _lengths_tile(lengths, units: int, batch: int):
-  """lengths [B, 1] -> int32 [units, B], what the gate math's `valid` compares with."""
-  return jnp.broadcast_to(lengths[:, 0][None], (units, batch)).astype(jnp.int32)
+def _row_tiles(a, units: int):
+  """Per-row values [..., B, 1] -> [..., units, B], what the gate math compares with."""
+  return jnp.broadcast_to(jnp.swapaxes(a, -1, -2), (*a.shape[:-2], units, a.shape[-2]))
+
+
+def _keeps_of(extras: autodiff.Extras, mode: str) -> list:
+  """The zoneout weights given as `mode` ("const" [1, w] or "step" [T, B, w])."""
+  return [k for k in extras.keeps or () if _keep_mode(k) == mode]
+
+
+def _vectors(small, extras: autodiff.Extras, clusters: int, units: int):
+  """The gate math's vectors, then the constant zoneout weights: [clusters, count, units]."""
+  return _small_columns((*small, *_keeps_of(extras, "const")), clusters, units)
+
+
+def _option_inputs(extras: autodiff.Extras, resets, clusters: int, units: int) -> list:
+  """The options' kernel inputs, each where it is on: the reset flags the kernel reads at
+  each step (`resets` [T, B, 1]) as f32 [T, units, B], the dropout mask [clusters, units, B]
+  and the per-step zoneout weights [T, clusters, count, units, B]."""
+  inputs = [] if resets is None else [_row_tiles(resets.astype(f32), units)]
+  if extras.h_mask is not None:
+    inputs.append(_columns(extras.h_mask.astype(f32), clusters, units))
+  step_keeps = _keeps_of(extras, "step")
+  if step_keeps:
+    inputs.append(_per_step(jnp.stack(step_keeps, 1).astype(f32), clusters, units))
+  return inputs
 
 
 def _launch(cfg: PersistentConfig, clusters: int) -> dict:
@@ -430,26 +530,33 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   xp_k = _per_step(xp, clusters, u)  # [T, clusters, G, units, B]
   # r[i, q, term] = w[q·K/C.., i·units..]ᵀ: [clusters, C, terms, units, K/C]
   r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1) for w in weights], 2)
-  h0 = _columns(states0[p.output_state].astype(w_dtype), clusters, u)
+  fused = Fused.of(extras)
+  # what step 0's matmuls read; step t's leader stores step t + 1's (the state entering it)
+  h0 = _columns(p.rinputs(states0, extras.h_mask)[p.output_state].astype(w_dtype), clusters, u)
+  next_resets = None if extras.resets is None else jnp.concatenate(
+      [extras.resets[1:], jnp.zeros_like(extras.resets[:1])])
   masked = extras.lengths is not None
-  inputs = [_lengths_tile(extras.lengths, u, b)] if masked else []
-  inputs += [xp_k, r, h0, _small_columns(small, clusters, u),
-             *[_columns(s.astype(f32), clusters, u) for s in states0]]
+  inputs = [_row_tiles(extras.lengths, u)] if masked else []
+  inputs += [xp_k, r, h0, _vectors(small, extras, clusters, u),
+             *[_columns(s.astype(f32), clusters, u) for s in states0],
+             *_option_inputs(extras, next_resets, clusters, u)]
   state_shape = jax.ShapeDtypeStruct((t, clusters, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t + 1, n, b), w_dtype),
               jax.ShapeDtypeStruct((clusters, c, nterms, u, b), f32),
               *[state_shape] * ns)
   kernel = plgpu.kernel(
       functools.partial(_forward_kernel, cfg=cfg, num_steps=t, masked=masked, num_states=ns,
-                        num_small=len(small)),
+                        num_small=len(small), fused=fused),
       out_type=out_type,
       scratch_types=[plgpu.SMEM((nterms, u, k_slice), w_dtype),
                      plgpu.SMEM((k_slice, b), w_dtype), plgpu.SMEM((u, b), w_dtype),
                      plgpu.SMEM((max(nterms, ns), u, b), f32),
                      plgpu.SMEM((g, u, b), xp.dtype),
-                     plgpu.SMEM((max(len(small), 1), u), f32),
+                     plgpu.SMEM((max(len(small) + fused.count("const"), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if masked else None,
-                     plgpu.Barrier(num_barriers=_forward_barriers(p).count),
+                     plgpu.SMEM((fused.forward_tiles(), u, b), f32)
+                     if fused.forward_tiles() else None,
+                     plgpu.Barrier(num_barriers=_forward_barriers(p, fused).count),
                      plgpu.ClusterBarrier(collective_axes=("cluster",))],
       **_launch(cfg, clusters))
   _, _, *seqs = kernel(*inputs)
@@ -497,12 +604,13 @@ def _backward_barriers(program: Program) -> _Barriers:
 
 
 def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
-                     num_states: int, num_small: int, separate: bool):
+                     num_states: int, num_small: int, separate: bool, fused: Fused):
   """One CTA (i, q), time reversed. Step j: the leader runs the cell's backward for its units
   (the cotangent of the new states: the carried one plus d seqs[j]) and stores d xs[j] and,
   if `separate`, d rprojs[j] (else d xs is read in their place); after the grid barrier every
   CTA multiplies its slice of Rᵀ by its K-slice of those gate cotangents, and the leader adds
-  the peers' partial sums to d h and clips: the cotangent carried to step j - 1."""
+  the peers' partial sums to d h (times the dropout mask), sends the reset rows' cotangent to
+  states0 and clips the rest: the cotangent carried to step j - 1."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
@@ -511,7 +619,10 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   refs = list(refs)
   take = lambda n: [refs.pop(0) for _ in range(n)]
   lengths_g = take(1)[0] if masked else None
-  xp_g, rt_g, entering_g, d_seqs_g, rprojs_g, d_finals_g, small_g, d_xp_g = take(8)
+  xp_g, rt_g, entering_g, d_seqs_g, rprojs_g, d_finals_g, small_g = take(7)
+  resets_g, mask_g, keeps_g = (take(1)[0] if on else None for on in (
+      fused.resets, fused.h_mask, fused.count("step")))
+  d_xp_g = take(1)[0]
   d_rp_g = take(1)[0] if separate else None
   d_states0_g, d_small_g, part_g = take(3)
   rt_s, d_s, tiles_s, xs_s, d_rp_s, small_s, lengths_s, barrier, cluster_bar = refs
@@ -545,7 +656,7 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   zeros = lambda count: tuple(jnp.zeros((u, b), f32) for _ in range(count))
 
   def leader_init():
-    if num_small:
+    if num_small or fused.count("const"):
       _load(barrier, bars.misc, [(small_g.at[i], small_s)])
     if masked:
       _load(barrier, bars.misc, [(lengths_g, lengths_s)])
@@ -564,9 +675,11 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     _wait(barrier, bars.xs)
     xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
     small, valid = _gate_math_extras(small_s, num_small, lengths_s, j, (u, b))
+    keeps = _zoneout(fused, small_s, num_small,
+                     fetch([keeps_g.at[j, i, m] for m in range(fused.count("step"))]), (u, b))
     d_new = tuple(d + s for d, s in zip(d_states, d_seq))
     d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, tuple(rprojs),
-                                                           valid, d_new)
+                                                           valid, d_new, keeps)
     for g in range(p.num_gates):
       xs_s[g] = d_xs[g].astype(xs_s.dtype)
     if separate:
@@ -594,19 +707,24 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 
     return pl.run_scoped(matmuls, plgpu.ACC((u, b), f32))
 
-  def leader_carry(d_states, part):
-    """Adds the partial sums of d h to the cell's own cotangents, clipped: step j - 1's."""
+  def leader_carry(j, carry, part):
+    """Adds the partial sums of d h (times the mask) to the cell's own cotangents of the
+    states entering step j: step j - 1's, clipped, or in reset rows states0's."""
+    d_states, d_resets = carry
+    tiles = fetch([part_g.at[i, peer] for peer in range(1, c)]
+                  + ([mask_g.at[i]] if fused.h_mask else [])
+                  + ([resets_g.at[j]] if fused.resets else []))
+    reset = tiles.pop() > 0 if fused.resets else None
+    mask = tiles.pop() if fused.h_mask else None
     d_h = part
-    for peer_part in fetch([part_g.at[i, peer] for peer in range(1, c)]):
+    for peer_part in tiles:
       d_h = d_h + peer_part
     d = list(d_states)
-    d[p.output_state] = d[p.output_state] + d_h
-    if cfg.grad_clip is not None:
-      d = [jnp.clip(a, -cfg.grad_clip, cfg.grad_clip) for a in d]
-    return tuple(d)
+    d[p.output_state] = d[p.output_state] + (d_h if mask is None else d_h * mask)
+    return autodiff.split_reset(tuple(d), d_resets, reset, cfg.grad_clip)
 
   def body(s, carry):
-    d_states, d_small = carry
+    d_states, d_small, d_resets = carry
     j = num_steps - 1 - s
     d_states, d_small = lax.cond(leader, functools.partial(leader_cell, j),
                                  lambda d, sm: (d, sm), d_states, d_small)
@@ -619,11 +737,14 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
       put([part], [part_g.at[i, q]])
 
     sync.cluster()  # every partial sum is in global memory
-    d_states = lax.cond(leader, leader_carry, lambda d, _: d, d_states, part)
-    return d_states, d_small
+    d_states, d_resets = lax.cond(leader, functools.partial(leader_carry, j), lambda d, _: d,
+                                  (d_states, d_resets), part)
+    return d_states, d_small, d_resets
 
-  d_states0, d_small = lax.fori_loop(jnp.int32(0), jnp.int32(num_steps), body,
-                                     (d_finals, zeros(num_small)))
+  d_states, d_small, d_resets = lax.fori_loop(
+      jnp.int32(0), jnp.int32(num_steps), body,
+      (d_finals, zeros(num_small), zeros(num_states) if fused.resets else ()))
+  d_states0 = tuple(a + b for a, b in zip(d_states, d_resets)) if fused.resets else d_states
 
   @pl.when(leader)
   def _():
@@ -645,29 +766,32 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   w_dtype, gates = weights[0].dtype, p.rproj_gates
   separate = separate_rprojs(p, w_dtype, xp.dtype)
   ns, nsmall = len(entering), len(small)
+  fused = Fused.of(extras)
   per_step = lambda a: _per_step(a, clusters, u)
-  rprojs = p.rprojs(entering, weights)
-  inputs = ([_lengths_tile(extras.lengths, u, b)] if extras.lengths is not None else [])
+  mask = None if extras.h_mask is None else extras.h_mask[None]
+  rprojs = p.rprojs(p.rinputs(entering, mask), weights)
+  inputs = [_row_tiles(extras.lengths, u)] if extras.lengths is not None else []
   inputs += [per_step(xp),
              jnp.stack([w.reshape(clusters, u, c, k_slice).transpose(0, 2, 1, 3)
                         for w in weights], 2),  # Rᵀ: [clusters, C, terms, units, K/C]
              per_step(jnp.stack(entering, 1)), per_step(jnp.stack(d_seqs, 1).astype(f32)),
              per_step(jnp.stack([rprojs[gate] for gate in gates], 1)),
              _columns(jnp.stack(d_finals).astype(f32), clusters, u),
-             _small_columns(small, clusters, u)]
+             _vectors(small, extras, clusters, u),
+             *_option_inputs(extras, extras.resets, clusters, u)]
   tile = lambda count: jax.ShapeDtypeStruct((clusters, count, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t, g, n, b), xp.dtype),
               *([jax.ShapeDtypeStruct((t, len(gates), n, b), w_dtype)] if separate else []),
               tile(ns), tile(max(nsmall, 1)), tile(c))
   kernel = plgpu.kernel(
       functools.partial(_backward_kernel, cfg=cfg, num_steps=t, masked=extras.lengths is not None,
-                        num_states=ns, num_small=nsmall, separate=separate),
+                        num_states=ns, num_small=nsmall, separate=separate, fused=fused),
       out_type=out_type,
       scratch_types=[plgpu.SMEM((len(p.terms), u, k_slice), w_dtype),
                      plgpu.SMEM((len(gates), k_slice, b), w_dtype),
                      plgpu.SMEM((TILES, u, b), f32), plgpu.SMEM((g, u, b), xp.dtype),
                      plgpu.SMEM((len(gates), u, b), w_dtype) if separate else None,
-                     plgpu.SMEM((max(nsmall, 1), u), f32),
+                     plgpu.SMEM((max(nsmall + fused.count("const"), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if extras.lengths is not None else None,
                      plgpu.Barrier(num_barriers=_backward_barriers(p).count),
                      plgpu.ClusterBarrier(collective_axes=("cluster",))],
@@ -684,10 +808,12 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
 def _step_backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, small,
                    extras):
   """The step kernel's backward, on the arrays padded to its hidden size (zero columns stay
-  zero through the cell: no input, no weight, no state)."""
+  zero through the cell: no input, no weight, no state, no mask, zoneout weight 0)."""
   n, wide = xp.shape[-1], cfg.backward_hidden
-  last = lambda a: programs.pad_to(a, (*a.shape[:-1], wide))
+  last = lambda a: None if a is None else programs.pad_to(a, (*a.shape[:-1], wide))
   square = lambda w: programs.pad_to(w, (wide, wide))
+  extras = extras._replace(h_mask=last(extras.h_mask),
+                           keeps=None if extras.keeps is None else tuple(map(last, extras.keeps)))
   d_xp, d_rp, d_states0, d_small = step.scan_backward(
       cfg.backward, last(xp), tuple(map(last, entering)), tuple(map(last, d_seqs)),
       tuple(map(last, d_finals)), tuple(map(square, weights)), tuple(map(last, small)), extras)
@@ -699,8 +825,9 @@ def _step_backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weight
 _persistent_op = autodiff.sequence_op(_forward, _backward)
 
 
-def persistent_sequence(cfg: PersistentConfig, xp, states0, weights, small, lengths):
-  """The persistent kernel as one differentiable sequence op, with the arguments and results
-  of `sequence.fused_sequence` (no resets, dropout mask or zoneout: see `unsupported`)."""
+def persistent_sequence(cfg: PersistentConfig, xp, states0, weights, small, lengths,
+                        resets=None, h_mask=None, keeps=None):
+  """The persistent kernels as one differentiable sequence op, with the arguments and results
+  of `sequence.fused_sequence`."""
   return _persistent_op(cfg, xp, tuple(states0), tuple(weights), tuple(small),
-                        autodiff.Extras(lengths))
+                        autodiff.Extras(lengths, resets, h_mask, keeps))

@@ -6,8 +6,8 @@ It packs the library's params and the options into the kernels' layout (padded t
 platform's tiles; with head-wise recurrence each head padded on its own), runs the
 whole-sequence kernel, or where the recurrent weights one program holds (a head's blocks,
 with heads) do not fit on chip, the persistent kernel (`persistent`: NVIDIA GPUs, R split
-over many thread blocks) where it supports the cell, the sizes and the options, else the step
-kernel in a scan (the choice logged once), and unpacks. Gradients reach the library params
+over many thread blocks) where it supports the cell and its shared memory fits (the options'
+tiles included), else the step kernel in a scan (the choice logged once), and unpacks. Gradients reach the library params
 through the packing, which is plain jnp.
 """
 import jax
@@ -104,16 +104,20 @@ def _persistent_plan(target: platforms.Target, program: programs.Program, batch:
     return 0, "it runs on NVIDIA GPUs only"
   if target.platform == "gpu" and target.interpret:
     return 0, "it is interpreted only on the cpu platform (as one cluster)"
-  why = persistent.unsupported(program, resets=options.resets is not None,
-                               h_mask=options.h_mask is not None,
-                               keeps=options.keeps is not None and any(
-                                   k is not None for k in options.keeps))
+  why = persistent.unsupported(program)
   if why is not None:
     return 0, why
   if target.platform == "cpu":  # GPU interpret mode: one cluster of 2 CTAs (or 1)
     return 2 if program.cell.hidden_size % 32 == 0 else 1, None
   return persistent.plan(program, program.cell.hidden_size, batch, w_dtype, xp_dtype,
-                         lengths is not None, _num_sms())
+                         lengths is not None, _fused(options), _num_sms())
+
+
+def _fused(options) -> persistent.Fused:
+  """The options a call fuses into the persistent kernels."""
+  modes = tuple(None if keep is None else "const" if _is_constant(_keep_rows(keep)) else "step"
+                for keep in options.keeps or ())
+  return persistent.Fused(options.resets is not None, options.h_mask is not None, modes)
 
 
 def _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret,
@@ -162,13 +166,23 @@ def _extras(program, layout, resets, h_mask, keeps, lengths_k, shape, padded_sha
   return autodiff.Extras(lengths_k, resets, h_mask, keeps)
 
 
+def _keep_rows(keep):
+  """Zoneout weights as given (up to [T|1, B|1, w|1]) -> f32 [T|1, B|1, w|1]."""
+  keep = jnp.asarray(keep, jnp.float32)
+  return keep.reshape((1,) * (3 - keep.ndim) + keep.shape)
+
+
+def _is_constant(keep) -> bool:
+  """Whether zoneout weights [T|1, B|1, w|1] are the same at every step and row."""
+  return keep.shape[:2] == (1, 1)
+
+
 def _keep_layout(program, layout, keep, k, shape, padded_shape):
   """Zoneout weights of state k: one row [1, w] when they do not vary over time and batch,
   else [T, B, w] (the padding keeps 0: the new state)."""
-  keep = jnp.asarray(keep, jnp.float32)
-  keep = keep.reshape((1,) * (3 - keep.ndim) + keep.shape)
+  keep = _keep_rows(keep)
   width = program.state_widths(layout.n, layout.ny)[k]
-  if keep.shape[:2] == (1, 1):
+  if _is_constant(keep):
     return program.lanes_of_state(layout, jnp.broadcast_to(keep[0], (1, width)), k)
   keep = program.lanes_of_state(layout, jnp.broadcast_to(keep, (*shape, width)), k)
   return programs.pad_to(keep, (*padded_shape, keep.shape[-1]))
@@ -225,7 +239,8 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
                                                options, lengths)
     if persistent_why is None and target.platform == "gpu":
       backward_why = persistent.backward_unsupported(program, cell.hidden_size, batch, w_dtype,
-                                                     xp.dtype, lengths is not None, cluster)
+                                                     xp.dtype, lengths is not None, cluster,
+                                                     _fused(options))
   if impl == "persistent" and persistent_why is not None:
     raise ValueError(f"impl='persistent' cannot run {type(cell).__name__}(hidden_size="
                      f"{cell.hidden_size}) here: {persistent_why}")
@@ -263,7 +278,7 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
     cfg = _persistent_config(target, program, padded_n, cluster, block_b, grad_clip, interpret,
                              backward_why)
     seqs, finals = persistent.persistent_sequence(cfg, xp_k, packed.states0, packed.weights,
-                                                  packed.small, lengths_k)
+                                                  packed.small, *extras)
   else:
     cfg = step.StepConfig(program, target, block_b,
                           step.hidden_block(program, target, packed, block_n), grad_clip)

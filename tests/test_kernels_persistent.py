@@ -1,13 +1,16 @@
 """The persistent Mosaic GPU kernels (`kernels.persistent`) in Pallas's GPU interpret mode on a
 CPU: their one-cluster form, whose CTAs run concurrently with race detection on, against the
-scan path (values and gradients for every supported preset and the GRU) and against
-`jax.grad` of the plain reference (grad_clip, lengths, bf16 weights), and proof that the race
-detector fires when either kernel's per-step barrier is removed.
+scan path (values and gradients for every supported preset and the GRU, and with every
+option: resets, recurrent dropout, zoneout) and against `jax.grad` of the plain reference
+(grad_clip, lengths, bf16 weights, the options, the step kernel's backward in place of the
+backward kernel), and proof that the race detector fires when either kernel's per-step barrier
+is removed.
 `test_kernels_persistent_lowering` checks the kernels for an H100 and the choice.
 
 Interpret mode costs seconds per kernel call, so the interpreted cells are tiny.
 """
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +20,11 @@ from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call as interp
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from cases import rel_err
-from kernels import autodiff, persistent, programs, sequence
+from kernels import autodiff, persistent, platforms, programs, sequence, step
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
+from rnn_research.layers import recurrence
 from test_kernels import F32_TOL, assert_close, check_against_scan, random_inputs
+from test_kernels_options import random_options, value_and_grads
 
 COLUMN_WISE = ("V", "NP", "CIFG", "NIG", "NFG", "NOG", "NIAF", "NOAF")
 
@@ -53,6 +58,21 @@ def test_interpreted_values_and_gradients_match_scan_for_every_column_wise_prese
   _, race = _interpreted(lambda: check_against_scan(
       LSTMDef(3, 32, PRESETS[preset]), rng, 2, 3, None, platform="cpu", impl="persistent"))
   assert not race
+
+
+@pytest.mark.parametrize("cell,zoneout", [(LSTMDef(5, 32, PRESETS["V"]), "step"),
+                                          (GRUDef(5, 32), "rate")], ids=["lstm-V", "gru"])
+def test_interpreted_options_match_scan(cell, zoneout, rng):
+  """Resets, recurrent dropout, zoneout (weights per step, or the rate), lengths and grad_clip
+  at once, forward and gradients."""
+  params, xs, carry0, weights = random_inputs(cell, rng, 3, 5)
+  options = random_options(cell, rng, 3, 5, zoneout)
+  kernel = functools.partial(recurrence, backend="pallas", platform="cpu", impl="persistent")
+  got, race = _interpreted(lambda: value_and_grads(kernel, cell, params, xs, carry0, weights,
+                                                   options))
+  assert not race
+  assert_close(got, value_and_grads(recurrence, cell, params, xs, carry0, weights, options),
+               F32_TOL)
 
 
 def _config(program, **options):
@@ -142,3 +162,30 @@ def test_race_detector_fires_without_the_grid_barrier(kernel, rng):
   outs, race = _interpreted(lambda: run(cfg, *args))
   assert not race and all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(outs))
   assert _interpreted(lambda: run(dataclasses.replace(cfg, grid_barrier=False), *args))[1]
+
+
+@pytest.mark.parametrize("backward,zoneout", [("persistent", "step"), ("step", "const")])
+def test_interpreted_options_match_grad_of_the_reference(backward, zoneout, rng):
+  """The op with lengths, resets (one at t = 0), a scaled dropout mask and zoneout weights per
+  step or constant, against jax.grad of `sequence_reference`: the backward kernel, or the step
+  kernel running the backward on arrays padded to its hidden size (64 for 32), the options
+  padded with them."""
+  program, packed = _interpreted_kernel_inputs(rng, steps=4)
+  draws = lambda shape: jnp.asarray(rng.random(shape) < 0.3, jnp.float32)
+  resets = jnp.asarray(draws((4, 16, 1)), jnp.int32).at[0, 0].set(1)
+  keep = (lambda: draws((4, 16, 32))) if zoneout == "step" else (
+      lambda: jnp.full((1, 32), rng.random(), jnp.float32))
+  extras = (jnp.asarray(rng.integers(1, 5, (16, 1)), jnp.int32), resets,
+            (1 - draws((16, 32))) / 0.7, (keep(), keep()))
+  fallback = {}
+  if backward == "step":
+    fallback = dict(backward=step.StepConfig(program, platforms.resolve("cpu"), 16, 64, 0.1),
+                    backward_hidden=64)
+  cfg = _config(program, grad_clip=0.1, **fallback)
+  got, race = _interpreted(lambda: _value_and_grads(
+      lambda *a: persistent.persistent_sequence(cfg, *a, *extras), packed, packed.weights))
+  assert not race
+  want = _value_and_grads(
+      lambda *a: sequence.sequence_reference(program, *a, *extras, grad_clip=0.1), packed,
+      packed.weights)
+  assert_close(got, want, F32_TOL)

@@ -1,13 +1,14 @@
 """The persistent Mosaic GPU kernels (`kernels.persistent`) for an H100, checked on a CPU:
 
 - lowering for cuda with the Mosaic GPU backend at hidden 256-1024, batch 16-64, forward and
-  backward: the shared memory per CTA read from Mosaic, within the H100/H200 budget and equal
-  to the plan's;
+  backward (and with every option): the shared memory per CTA read from Mosaic, within the
+  H100/H200 budget and equal to the plan's;
 - the choice: the persistent kernels on gpu where the weights are too big for one program,
   the step kernel, logged with the reason, where they cannot run; the whole gradient lowers
   (both persistent kernels, or the persistent forward and the Triton step kernel's backward
   where the backward kernel does not fit).
 """
+import functools
 import logging
 import re
 
@@ -27,7 +28,21 @@ HIDDEN, BATCH = (256, 512, 768, 1024), (16, 32, 64)
 MOSAIC_CALL = "mosaic_gpu"
 
 
-def _lowering(kernel, cell, hidden, batch, dtype, cluster, masked=False, steps=8):
+def _extras(program, hidden, batch, masked, zoneout=None, steps=8):
+  """Kernel-layout options as shapes: lengths if `masked`; with `zoneout` ("step" or "const")
+  also resets, the dropout mask and zoneout weights of that kind for every state."""
+  n, b = persistent.padded_sizes(hidden, batch)
+  spec = jax.ShapeDtypeStruct
+  lengths = spec((b, 1), jnp.int32) if masked else None
+  if zoneout is None:
+    return autodiff.Extras(lengths)
+  keep = spec((steps, b, n) if zoneout == "step" else (1, n), jnp.float32)
+  return autodiff.Extras(lengths, spec((steps, b, 1), jnp.int32), spec((b, n), jnp.float32),
+                         tuple(keep for _ in program.state_widths(n, n)))
+
+
+def _lowering(kernel, cell, hidden, batch, dtype, cluster, masked=False, zoneout=None,
+              steps=8):
   """The persistent "forward" or "backward" kernel for an H100 (no device needed): a function
   that lowers it for cuda through the Mosaic GPU pipeline."""
   program = programs.Program(cell)
@@ -39,15 +54,14 @@ def _lowering(kernel, cell, hidden, batch, dtype, cluster, masked=False, steps=8
   xp = spec((steps, program.num_gates, b, n), dtype)
   weights = tuple(spec((n, n), dtype) for _ in program.terms)
   small = tuple(spec((1, n), jnp.float32) for _ in program.small_names)
-  lengths = spec((b, 1), jnp.int32) if masked else None
+  extras = _extras(program, hidden, batch, masked, zoneout, steps)
   if kernel == "forward":
-    args = (xp, states, weights, small, lengths)
-    run = lambda *a: persistent._forward(  # pylint: disable=protected-access
-        cfg, *a[:-1], autodiff.Extras(a[-1]))
+    args = (xp, states, weights, small, extras)
+    run = persistent._forward  # pylint: disable=protected-access
   else:
-    args = (xp, seqs, seqs, states, weights, small, lengths)
-    run = lambda *a: persistent._backward(  # pylint: disable=protected-access
-        cfg, *a[:-1], autodiff.Extras(a[-1]))
+    args = (xp, seqs, seqs, states, weights, small, extras)
+    run = persistent._backward  # pylint: disable=protected-access
+  run = functools.partial(run, cfg)
 
   def lower():
     with jax.sharding.use_abstract_mesh(H100):
@@ -90,6 +104,30 @@ def test_shared_memory_per_cta_within_the_h100_budget(kernel, cell_kind, hidden,
 
 
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
+@pytest.mark.parametrize("cell_kind,hidden,batch,zoneout", [
+    ("lstm-V", 512, 32, "step"), ("gru", 1024, 16, "const")])
+def test_shared_memory_with_every_option(kernel, cell_kind, hidden, batch, zoneout):
+  """Lengths, resets, the dropout mask and zoneout weights per step or constant: lowered with
+  Mosaic's shared memory per CTA equal to the plan's."""
+  cell = _make(cell_kind, hidden)
+  program = programs.Program(cell)
+  fused = persistent.Fused.of(_extras(program, hidden, batch, True, zoneout))
+  assert fused.forward_tiles() == 2 + fused.count("step")
+  cluster, why = persistent.plan(program, hidden, batch, jnp.bfloat16, jnp.bfloat16, True,
+                                 fused)
+  assert why is None
+  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.bfloat16, cluster, True,
+                               zoneout))
+  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
+  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
+                 jnp.bfloat16, True, fused)
+  assert planned <= used <= planned + 1024
+  plain = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
+               jnp.bfloat16, True)
+  assert planned > plain if kernel == "forward" or zoneout == "const" else planned == plain
+
+
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
 @pytest.mark.parametrize("cell_kind,hidden,batch", [("lstm-V", 1024, 64), ("gru", 768, 32)])
 def test_lowers_for_h100(cell_kind, hidden, batch, kernel):
   """The whole Mosaic GPU pipeline (seconds a size, so the corners only; every size of the
@@ -122,6 +160,13 @@ def test_f32_weights_are_refused_and_would_not_lower():
       _lowering(kernel, cell, 256, 16, jnp.float32, persistent.MAX_CLUSTER)()
 
 
+def _option_shapes(batch, hidden, steps=4):
+  """An LSTM's resets, dropout mask and zoneout weights per step, as shapes."""
+  keep = jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32)
+  return dict(resets=jax.ShapeDtypeStruct((steps, batch), jnp.bool_),
+              h_mask=jax.ShapeDtypeStruct((batch, hidden), jnp.float32), zoneout=(keep, keep))
+
+
 def _choose(cell, dtype, batch=16, impl=None, **arrays):
   """Traces the kernels' gradient for gpu (no device needed); `arrays`: options given as
   shapes (resets, ...)."""
@@ -147,16 +192,20 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
      "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024"),
     (LSTMDef(8, 512, PRESETS["NP"]), jnp.float32, 16, {},
      "the persistent kernel cannot: its weights must be 16-bit (bf16, f16), got float32"),
-    (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16,
-     {"resets": jax.ShapeDtypeStruct((4, 16), jnp.bool_)},
-     "the persistent kernel cannot: resets is not fused into it yet"),
+    (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16, dict(_option_shapes(16, 256)),
+     "running the persistent kernel"),
+    (LSTMDef(8, 1024, PRESETS["V"]), jnp.bfloat16, 64, dict(_option_shapes(64, 1024)),
+     "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024 (padded 1024) at "
+     "batch 64 in 132 SMs with 221184 bytes of shared memory per CTA (65536 of them for the "
+     "options)"),
     (LSTMDef(8, 256, PRESETS["FGR"]), jnp.bfloat16, 16, {},
      "the persistent kernel cannot: a recurrent weight reads a state other than h (FGR)"),
     (LSTMDef(8, 256, PRESETS["V"], proj_size=64), jnp.bfloat16, 16, {},
      "the persistent kernel cannot: its gate math mixes hidden columns"),
     (LSTMDef(8, 512, PRESETS["NP"], num_heads=2), jnp.bfloat16, 16, {},
      "the persistent kernel cannot: its recurrence is head-wise"),
-], ids=["lstm768", "gru1024-b64", "overflow", "f32", "resets", "fgr", "lstmp", "heads"])
+], ids=["lstm768", "gru1024-b64", "overflow", "f32", "options", "options-overflow", "fgr",
+        "lstmp", "heads"])
 def test_gpu_choice_is_logged(cell, dtype, batch, options, expected, caplog):
   platforms.log_once.cache_clear()
   with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
@@ -166,37 +215,38 @@ def test_gpu_choice_is_logged(cell, dtype, batch, options, expected, caplog):
 
 
 def test_persistent_on_request_says_why_it_cannot():
-  with pytest.raises(ValueError, match="impl='persistent' cannot run .* resets"):
-    _choose(LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, impl="persistent",
-            resets=jax.ShapeDtypeStruct((4, 16), jnp.bool_))
+  with pytest.raises(ValueError, match=r"impl='persistent' cannot run .* other than h \(FGR\)"):
+    _choose(LSTMDef(8, 256, PRESETS["FGR"]), jnp.bfloat16, impl="persistent")
 
 
-@pytest.mark.parametrize("cell,dtype,batch,backward", [
-    (LSTMDef(8, 768, PRESETS["NP"]), jnp.bfloat16, 16, "persistent"),
-    (GRUDef(8, 768), jnp.bfloat16, 96, "step"),
-], ids=["lstm768", "gru768-b96"])
-def test_gradient_lowers_for_h100(cell, dtype, batch, backward, caplog):
-  """The whole gradient: the Mosaic GPU forward and backward, or, where the backward kernel's
-  shared memory does not fit (GRU at batch 96 with lengths), the Triton step kernel's backward,
-  logged."""
+@pytest.mark.parametrize("cell,dtype,batch,backward,options", [
+    (LSTMDef(8, 768, PRESETS["NP"]), jnp.bfloat16, 16, "persistent", False),
+    (LSTMDef(8, 512, PRESETS["V"]), jnp.bfloat16, 32, "persistent", True),
+    (GRUDef(8, 768), jnp.bfloat16, 96, "step", False),
+], ids=["lstm768", "lstm512-options", "gru768-b96"])
+def test_gradient_lowers_for_h100(cell, dtype, batch, backward, options, caplog):
+  """The whole gradient: the Mosaic GPU forward and backward (with every option too), or,
+  where the backward kernel's shared memory does not fit (GRU at batch 96 with lengths), the
+  Triton step kernel's backward, logged."""
   hidden = cell.hidden_size
   spec = jax.ShapeDtypeStruct
   params = {k: spec(s, dtype) for k, s in cell.param_shapes().items()}
   xp = spec((4, batch, cell.num_gates * hidden), dtype)
   carry0 = jax.tree.map(lambda c: spec(c.shape, dtype), cell.initial_carry((batch,)))
   lengths = spec((batch,), jnp.int32)
+  arrays = _option_shapes(batch, hidden) if options else {}
 
-  def grads(params, xp, carry0, lengths):
+  def grads(params, xp, carry0, lengths, arrays):
     def loss(params, xp, carry0):
       out = recurrence(cell, params, xp, carry0, lengths, backend="pallas", platform="gpu",
-                       interpret=False)
+                       interpret=False, **arrays)
       return sum(jnp.sum(a.astype(jnp.float32)) for a in jax.tree.leaves(out))
     return jax.grad(loss, argnums=(0, 1, 2))(params, xp, carry0)
 
   platforms.log_once.cache_clear()
   with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
     with jax.sharding.use_abstract_mesh(H100):
-      text = jax.jit(grads).trace(params, xp, carry0, lengths).lower(
+      text = jax.jit(grads).trace(params, xp, carry0, lengths, arrays).lower(
           lowering_platforms=("cuda",)).as_text()
   calls = re.findall(r"custom_call @([\w$.]+)", text)
   mosaic = sum(MOSAIC_CALL in c for c in calls)
