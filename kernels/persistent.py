@@ -25,8 +25,10 @@ Pallas's GPU interpreter runs neither `cluster_ref` nor `async_store_smem` to a 
 form is the one the CPU tests check; DSMEM (or a TMA reduce-add, also not interpreted) would
 save the leader C-1 round trips per step and is the first thing to try once it is timed.
 
-States are transposed ([w, B]: a cluster's units are a contiguous row block and h is the
-`wgmma` B operand as is).
+The gate math runs on transposed blocks ([units, B]: a cluster's units are the rows of the
+accumulators), while h and the backward's gate cotangents, the `wgmma` B operands, are laid
+out [B, K] (K-major, the only form tf32 takes, so f32 weights run too): the leader writes them
+through a transposed view of shared memory (`_store_t`; Mosaic relayouts the registers).
 
 The backward kernel runs time in reverse on the same grid, CTA (i, q) keeping the slice of Rᵀ
 
@@ -53,10 +55,10 @@ per-step zoneout weights in shared memory (one f32 [units, B] tile each, which t
 counts); the backward fetches them through its staging tiles.
 
 Supported: column-separable cells without head-wise recurrence whose every recurrent weight
-reads h (the LSTM presets but FGR, without projection; GRU with reset_after), 16-bit weights
-(bf16, f16), lengths and every option; `unsupported` and `plan` name what is not (f32 weights:
-Mosaic GPU's tf32 `wgmma` takes only K-major operands, and h is laid out [K, B]; sizes whose
-shared memory does not fit), and `kernels.rnn` then runs the step kernel, logged.
+reads h (the LSTM presets but FGR, without projection; GRU with reset_after), bf16, f16 and
+f32 weights (tf32 `wgmma`, JAX's default f32 matmul precision on GPUs too), lengths and every
+option; `unsupported` and `plan` name what is not (sizes whose shared memory does not fit,
+f32 ones first), and `kernels.rnn` then runs the step kernel, logged.
 
 Both kernels with a grid of one cluster (`barrier="cluster"`) run in Pallas's GPU interpret
 mode on a CPU, where the CTAs of a cluster run concurrently and races are detected.
@@ -185,9 +187,6 @@ def plan(program: Program, hidden: int, batch: int, weight_dtype, xp_dtype, mask
 
   The cluster is the largest power of 2 up to MAX_CLUSTER whose grid fits the SMs (more
   CTAs: less of R and of the matmul each) and whose shared memory fits the plan."""
-  if jnp.dtype(weight_dtype).itemsize != 2:
-    return 0, (f"its weights must be 16-bit (bf16, f16), got {jnp.dtype(weight_dtype).name}: "
-               f"Mosaic GPU's tf32 wgmma takes only K-major operands, which it does not lay out")
   padded_n, padded_b = padded_sizes(hidden, batch)
   if padded_b > MAX_BATCH:
     return 0, f"batch {batch} pads to {padded_b} > {MAX_BATCH}, the largest wgmma N"
@@ -309,6 +308,20 @@ def _load(barrier, indices, copies):
   _wait(barrier, indices[:len(copies)])
 
 
+def _store_t(ref, value):
+  """value [units, B] (the gate math's layout) into ref [B, units] in shared memory: the
+  K-major form of a `wgmma` B operand, the only one tf32 takes."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  ref.T[...] = plgpu.layout_cast(value, plgpu.Layout.WGMMA_TRANSPOSED).astype(ref.dtype)
+
+
+def _load_t(ref):
+  """ref [B, units] in shared memory -> [units, B] in the gate math's layout."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  value = plgpu.layout_cast(ref.T[...], plgpu.Layout.WGMMA_TRANSPOSED)
+  return plgpu.layout_cast(value, plgpu.Layout.WGMMA)
+
+
 def _gate_math_extras(small_s, num_small: int, lengths_s, t, shape):
   """What the gate math reads besides states and gates: its vectors [units] broadcast to
   `shape` [units, B], and `valid` at step t (None without lengths)."""
@@ -357,7 +370,7 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   seqs_g = take(num_states)
   r_s, h_s, o_s, part_s, xs_s, small_s, lengths_s, opts_s, barrier, cluster_bar = refs
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
-  k_slice = h_s.shape[0]
+  batch, k_slice = h_s.shape
   leader = q == 0
   sync = _Sync(cfg, cluster_bar, r_g.shape[0])
   # opts_s: the mask, the next step's reset flags, the step's zoneout weights
@@ -369,9 +382,9 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     plgpu.copy_smem_to_gmem(src, dst)
 
   def store_h(h, t):
-    o_s[...] = h.astype(o_s.dtype)
+    _store_t(o_s, h)
     plgpu.commit_smem()
-    store(o_s, hs_g.at[t, pl.ds(i * u, u), :])
+    store(o_s, hs_g.at[t, :, pl.ds(i * u, u)])
 
   # one 2-D copy per term (TMA strides up to 5 dimensions)
   _load(barrier, bars.r, [(r_g.at[i, q, k], r_s.at[k]) for k in range(nterms)])
@@ -384,14 +397,14 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     if fused.h_mask:
       _load(barrier, bars.misc, [(mask_g.at[i], opts_s.at[mask_slot])])
     _load(barrier, bars.misc, [(h0_g.at[i], o_s)])
-    store(o_s, hs_g.at[0, pl.ds(i * u, u), :])
+    store(o_s, hs_g.at[0, :, pl.ds(i * u, u)])
     for k, s0 in enumerate(states0_g):
       _load(barrier, bars.misc, [(s0.at[i], part_s.at[k])])
     states = tuple(part_s[k] for k in range(num_states))
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
     return states, states if fused.resets else ()
 
-  zeros = tuple(jnp.zeros((u, h_s.shape[1]), f32) for _ in range(num_states))
+  zeros = tuple(jnp.zeros((u, batch), f32) for _ in range(num_states))
   carry0 = lax.cond(leader, leader_init, lambda: (zeros, zeros if fused.resets else ()))
   sync.signal()
 
@@ -431,15 +444,15 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
              ([(resets_g.at[t], opts_s.at[reset_slot])] if fused.resets else [])
              + [(keeps_g.at[t, i, m], opts_s.at[slot]) for m, slot in enumerate(keep_slots)])
 
-    _load(barrier, bars.h, [(hs_g.at[t, pl.ds(q * k_slice, k_slice), :], h_s)])
+    _load(barrier, bars.h, [(hs_g.at[t, :, pl.ds(q * k_slice, k_slice)], h_s)])
 
     def matmuls(*accs):
       for k, acc in enumerate(accs):
-        plgpu.wgmma(acc, r_s.at[k], h_s)
+        plgpu.wgmma(acc, r_s.at[k], h_s.T)
       plgpu.wgmma_wait(0)
       return tuple(acc[...] for acc in accs)
 
-    parts = pl.run_scoped(matmuls, *[plgpu.ACC((u, h_s.shape[1]), f32)] * nterms)
+    parts = pl.run_scoped(matmuls, *[plgpu.ACC((u, batch), f32)] * nterms)
 
     @pl.when(jnp.logical_not(leader))
     def _():
@@ -463,6 +476,13 @@ def _columns(a, clusters: int, units: int):
   *lead, b, _ = a.shape
   a = a.reshape(*lead, b, clusters, units)
   return jnp.moveaxis(jnp.swapaxes(a, -1, -3), -2, 0)
+
+
+def _row_blocks(a, clusters: int, units: int):
+  """[..., B, N] -> [clusters, ..., B, units] (a cluster's units as a column block: the
+  K-major layout of h and the gate cotangents)."""
+  *lead, b, _ = a.shape
+  return jnp.moveaxis(a.reshape(*lead, b, clusters, units), -2, 0)
 
 
 def _per_step(a, clusters: int, units: int):
@@ -532,7 +552,8 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1) for w in weights], 2)
   fused = Fused.of(extras)
   # what step 0's matmuls read; step t's leader stores step t + 1's (the state entering it)
-  h0 = _columns(p.rinputs(states0, extras.h_mask)[p.output_state].astype(w_dtype), clusters, u)
+  h0 = _row_blocks(p.rinputs(states0, extras.h_mask)[p.output_state].astype(w_dtype), clusters,
+                  u)
   next_resets = None if extras.resets is None else jnp.concatenate(
       [extras.resets[1:], jnp.zeros_like(extras.resets[:1])])
   masked = extras.lengths is not None
@@ -541,7 +562,7 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
              *[_columns(s.astype(f32), clusters, u) for s in states0],
              *_option_inputs(extras, next_resets, clusters, u)]
   state_shape = jax.ShapeDtypeStruct((t, clusters, u, b), f32)
-  out_type = (jax.ShapeDtypeStruct((t + 1, n, b), w_dtype),
+  out_type = (jax.ShapeDtypeStruct((t + 1, b, n), w_dtype),
               jax.ShapeDtypeStruct((clusters, c, nterms, u, b), f32),
               *[state_shape] * ns)
   kernel = plgpu.kernel(
@@ -549,7 +570,7 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
                         num_small=len(small), fused=fused),
       out_type=out_type,
       scratch_types=[plgpu.SMEM((nterms, u, k_slice), w_dtype),
-                     plgpu.SMEM((k_slice, b), w_dtype), plgpu.SMEM((u, b), w_dtype),
+                     plgpu.SMEM((b, k_slice), w_dtype), plgpu.SMEM((b, u), w_dtype),
                      plgpu.SMEM((max(nterms, ns), u, b), f32),
                      plgpu.SMEM((g, u, b), xp.dtype),
                      plgpu.SMEM((max(len(small) + fused.count("const"), 1), u), f32),
@@ -627,7 +648,7 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   d_states0_g, d_small_g, part_g = take(3)
   rt_s, d_s, tiles_s, xs_s, d_rp_s, small_s, lengths_s, barrier, cluster_bar = refs
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
-  k_slice, b = d_s.shape[1], d_s.shape[2]
+  b, k_slice = d_s.shape[1:]
   leader = q == 0
   sync = _Sync(cfg, cluster_bar, rt_g.shape[0])
 
@@ -673,7 +694,7 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     for g, r in zip(gates, fetch([rprojs_g.at[j, i, m] for m in range(len(gates))])):
       rprojs[g] = r
     _wait(barrier, bars.xs)
-    xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
+    xs = tuple(_load_t(xs_s.at[g]).astype(f32) for g in range(p.num_gates))
     small, valid = _gate_math_extras(small_s, num_small, lengths_s, j, (u, b))
     keeps = _zoneout(fused, small_s, num_small,
                      fetch([keeps_g.at[j, i, m] for m in range(fused.count("step"))]), (u, b))
@@ -681,27 +702,27 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, tuple(rprojs),
                                                            valid, d_new, keeps)
     for g in range(p.num_gates):
-      xs_s[g] = d_xs[g].astype(xs_s.dtype)
+      _store_t(xs_s.at[g], d_xs[g])
     if separate:
       for m, g in enumerate(gates):
-        d_rp_s[m] = d_rp[g].astype(d_rp_s.dtype)
+        _store_t(d_rp_s.at[m], d_rp[g])
     plgpu.commit_smem()
     for g in range(p.num_gates):
-      plgpu.copy_smem_to_gmem(xs_s.at[g], d_xp_g.at[j, g, pl.ds(i * u, u), :])
+      plgpu.copy_smem_to_gmem(xs_s.at[g], d_xp_g.at[j, g, :, pl.ds(i * u, u)])
     for m in range(len(gates) if separate else 0):
-      plgpu.copy_smem_to_gmem(d_rp_s.at[m], d_rp_g.at[j, m, pl.ds(i * u, u), :])
+      plgpu.copy_smem_to_gmem(d_rp_s.at[m], d_rp_g.at[j, m, :, pl.ds(i * u, u)])
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
     return tuple(d_st), tuple(a + d for a, d in zip(d_small, d_sm))
 
   def transposed(j):
     """This CTA's part of d h from step j's gate cotangents: Σ_terms Rᵀ-slice @ K-slice."""
     sources = [d_rp_g.at[j, m] if separate else d_xp_g.at[j, g] for m, g in enumerate(gates)]
-    _load(barrier, bars.d, [(src.at[pl.ds(q * k_slice, k_slice), :], d_s.at[m])
+    _load(barrier, bars.d, [(src.at[:, pl.ds(q * k_slice, k_slice)], d_s.at[m])
                             for m, src in enumerate(sources)])
 
     def matmuls(acc):
       for k, (_, gate) in enumerate(p.terms):
-        plgpu.wgmma(acc, rt_s.at[k], d_s.at[gates.index(gate)])
+        plgpu.wgmma(acc, rt_s.at[k], d_s.at[gates.index(gate)].T)
       plgpu.wgmma_wait(0)
       return acc[...]
 
@@ -771,7 +792,7 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   mask = None if extras.h_mask is None else extras.h_mask[None]
   rprojs = p.rprojs(p.rinputs(entering, mask), weights)
   inputs = [_row_tiles(extras.lengths, u)] if extras.lengths is not None else []
-  inputs += [per_step(xp),
+  inputs += [jnp.moveaxis(_row_blocks(xp, clusters, u), 0, 1),  # [T, clusters, G, B, units]
              jnp.stack([w.reshape(clusters, u, c, k_slice).transpose(0, 2, 1, 3)
                         for w in weights], 2),  # Rᵀ: [clusters, C, terms, units, K/C]
              per_step(jnp.stack(entering, 1)), per_step(jnp.stack(d_seqs, 1).astype(f32)),
@@ -780,17 +801,17 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
              _vectors(small, extras, clusters, u),
              *_option_inputs(extras, extras.resets, clusters, u)]
   tile = lambda count: jax.ShapeDtypeStruct((clusters, count, u, b), f32)
-  out_type = (jax.ShapeDtypeStruct((t, g, n, b), xp.dtype),
-              *([jax.ShapeDtypeStruct((t, len(gates), n, b), w_dtype)] if separate else []),
+  out_type = (jax.ShapeDtypeStruct((t, g, b, n), xp.dtype),
+              *([jax.ShapeDtypeStruct((t, len(gates), b, n), w_dtype)] if separate else []),
               tile(ns), tile(max(nsmall, 1)), tile(c))
   kernel = plgpu.kernel(
       functools.partial(_backward_kernel, cfg=cfg, num_steps=t, masked=extras.lengths is not None,
                         num_states=ns, num_small=nsmall, separate=separate, fused=fused),
       out_type=out_type,
       scratch_types=[plgpu.SMEM((len(p.terms), u, k_slice), w_dtype),
-                     plgpu.SMEM((len(gates), k_slice, b), w_dtype),
-                     plgpu.SMEM((TILES, u, b), f32), plgpu.SMEM((g, u, b), xp.dtype),
-                     plgpu.SMEM((len(gates), u, b), w_dtype) if separate else None,
+                     plgpu.SMEM((len(gates), b, k_slice), w_dtype),
+                     plgpu.SMEM((TILES, u, b), f32), plgpu.SMEM((g, b, u), xp.dtype),
+                     plgpu.SMEM((len(gates), b, u), w_dtype) if separate else None,
                      plgpu.SMEM((max(nsmall + fused.count("const"), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if extras.lengths is not None else None,
                      plgpu.Barrier(num_barriers=_backward_barriers(p).count),
@@ -800,7 +821,7 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   d_rp = outs.pop(0) if separate else None
   d_states0, d_small, _ = outs
   rows = lambda a: jnp.transpose(a, (2, 0, 1)).reshape(b, n)  # [clusters, u, B] -> [B, N]
-  return (jnp.swapaxes(d_xp, -1, -2), None if p.same_grads else jnp.swapaxes(d_rp, -1, -2),
+  return (d_xp, None if p.same_grads else d_rp,
           tuple(rows(d_states0[:, k]) for k in range(ns)),
           tuple(d_small[:, k].sum(-1).reshape(1, n) for k in range(nsmall)))
 

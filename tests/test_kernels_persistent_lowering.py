@@ -149,15 +149,24 @@ def test_plan_refuses_what_overflows_shared_memory():
   assert _smem_bytes(lower) > persistent.SMEM_LIMIT_BYTES
 
 
-def test_f32_weights_are_refused_and_would_not_lower():
-  """The plan refuses f32 weights, and Mosaic GPU indeed rejects the kernel's tf32 wgmma."""
-  cell = GRUDef(256, 256)
-  cluster, why = persistent.plan(programs.Program(cell), 256, 16, jnp.float32, jnp.float32,
-                                 False)
-  assert cluster == 0 and "must be 16-bit" in why
-  for kernel in ("forward", "backward"):
-    with pytest.raises(Exception, match="Only f16 WGMMA supports transposes"):
-      _lowering(kernel, cell, 256, 16, jnp.float32, persistent.MAX_CLUSTER)()
+@pytest.mark.parametrize("kernel", ["forward", "backward"])
+@pytest.mark.parametrize("cell_kind,hidden,batch", [("lstm-V", 1024, 16), ("gru", 512, 32)])
+def test_f32_weights_lower_where_they_fit(kernel, cell_kind, hidden, batch):
+  """f32 weights and inputs (tf32 wgmma, whose operands must be K-major: h and the gate
+  cotangents are laid out [B, K]), with lengths: lowered, shared memory equal to the plan's;
+  the plan refuses f32 at hidden 1024, batch 64."""
+  cell = _make(cell_kind, hidden)
+  program = programs.Program(cell)
+  cluster, why = persistent.plan(program, hidden, batch, jnp.float32, jnp.float32, True)
+  assert why is None
+  assert persistent.backward_unsupported(program, hidden, batch, jnp.float32, jnp.float32,
+                                         True, cluster) is None
+  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.float32, cluster, True))
+  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
+  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.float32,
+                 jnp.float32, True)
+  assert planned <= used <= planned + 1024 and used <= persistent.SMEM_PLAN_BYTES
+  assert persistent.plan(program, 1024, 64, jnp.float32, jnp.float32, True)[0] == 0
 
 
 def _option_shapes(batch, hidden, steps=4):
@@ -190,8 +199,7 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
     (GRUDef(8, 1024), jnp.bfloat16, 64, {}, "running the persistent kernel"),
     (LSTMDef(8, 1024, PRESETS["NP"]), jnp.bfloat16, 128, {},
      "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024"),
-    (LSTMDef(8, 512, PRESETS["NP"]), jnp.float32, 16, {},
-     "the persistent kernel cannot: its weights must be 16-bit (bf16, f16), got float32"),
+    (LSTMDef(8, 512, PRESETS["NP"]), jnp.float32, 16, {}, "running the persistent kernel"),
     (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16, dict(_option_shapes(16, 256)),
      "running the persistent kernel"),
     (LSTMDef(8, 1024, PRESETS["V"]), jnp.bfloat16, 64, dict(_option_shapes(64, 1024)),
@@ -222,8 +230,9 @@ def test_persistent_on_request_says_why_it_cannot():
 @pytest.mark.parametrize("cell,dtype,batch,backward,options", [
     (LSTMDef(8, 768, PRESETS["NP"]), jnp.bfloat16, 16, "persistent", False),
     (LSTMDef(8, 512, PRESETS["V"]), jnp.bfloat16, 32, "persistent", True),
+    (GRUDef(8, 512), jnp.float32, 16, "persistent", False),
     (GRUDef(8, 768), jnp.bfloat16, 96, "step", False),
-], ids=["lstm768", "lstm512-options", "gru768-b96"])
+], ids=["lstm768", "lstm512-options", "gru512-f32", "gru768-b96"])
 def test_gradient_lowers_for_h100(cell, dtype, batch, backward, options, caplog):
   """The whole gradient: the Mosaic GPU forward and backward (with every option too), or,
   where the backward kernel's shared memory does not fit (GRU at batch 96 with lengths), the
