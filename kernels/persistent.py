@@ -45,6 +45,15 @@ matmul over all steps, and the weights' gradients are one matmul after it
 (`autodiff.sequence_op`). Where its shared memory does not fit (`backward_unsupported`), the
 step kernel runs the backward in a scan instead, logged.
 
+A cell with a matrix inside its gate math that multiplies a column-wise function of the step
+(`Program.inner`: Cho's GRU, n = tanh(x_n + (r ⊙ h⁻) R_n)) runs each step in two stages: the
+leader computes that input (r ⊙ h⁻) after the recurrent matmuls and stores it like h, and
+after a second grid barrier every CTA multiplies it by its slice of the inner matrix, kept
+beside its slices of R; the leader finishes the gate math with the sums. The backward mirrors
+it: the second stage's backward, a grid barrier, the inner matrix's transposed matmul, the
+first stage's backward, then the recurrent weights' as above; the inner matrix's gradient is
+one matmul after the kernel.
+
 The options are fused as in the other kernels (`Fused`): the forward's leader carries the
 states entering the next step (states0 in its reset rows) and stores h_t as the next step's
 matmuls read it, entered and times the recurrent dropout mask; zoneout weights (per step, or
@@ -54,8 +63,8 @@ states0 (`autodiff.split_reset`). The forward stages the mask, the reset flags a
 per-step zoneout weights in shared memory (one f32 [units, B] tile each, which the plan
 counts); the backward fetches them through its staging tiles.
 
-Supported: column-separable cells without head-wise recurrence whose every recurrent weight
-reads h (the LSTM presets but FGR, without projection; GRU with reset_after), bf16, f16 and
+Supported: column-separable cells (or staged ones) without head-wise recurrence whose every
+recurrent weight reads h (the LSTM presets but FGR, without projection; both GRUs), bf16, f16 and
 f32 weights (tf32 `wgmma`, JAX's default f32 matmul precision on GPUs too), lengths and every
 option; `unsupported` and `plan` name what is not (sizes whose shared memory does not fit,
 f32 ones first), and `kernels.rnn` then runs the step kernel, logged.
@@ -148,8 +157,8 @@ class Fused:
 
 def unsupported(program: Program) -> str | None:
   """Why the persistent kernels cannot run this cell, or None."""
-  if not program.separable:
-    return "its gate math mixes hidden columns (layer norm, a projection, Cho's R_n)"
+  if not program.separable and program.inner is None:
+    return "its gate math mixes hidden columns (layer norm, a projection)"
   if program.heads > 1:
     return "its recurrence is head-wise"
   if any(src != program.output_state for src, _ in program.terms):
@@ -162,9 +171,19 @@ def padded_sizes(hidden: int, batch: int, units: int = UNITS) -> tuple[int, int]
   return -(-hidden // units) * units, -(-batch // BATCH_TILE) * BATCH_TILE
 
 
+def _slices(program: Program) -> int:
+  """The matrices a CTA keeps a slice of: the recurrent weights and the inner matrix."""
+  return len(program.terms) + (program.inner is not None)
+
+
+def _num_vectors(program: Program) -> int:
+  """The gate math's vectors (its `small` but the inner matrix)."""
+  return len(program.small_names) - (program.inner is not None)
+
+
 def _vectors_bytes(program: Program, fused: Fused, units: int) -> int:
   """The gate math's vectors and the constant zoneout weights, [units] f32 each."""
-  return 4 * max(len(program.small_names) + fused.count("const"), 1) * units
+  return 4 * max(_num_vectors(program) + fused.count("const"), 1) * units
 
 
 def smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int, weight_dtype,
@@ -176,7 +195,8 @@ def smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int, wei
   w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
   k, b = padded_n // cluster, padded_b
   terms, states = len(program.terms), len(program.state_widths(1, 1))
-  return (w * (terms * units * k + k * b + units * b) + 4 * max(terms, states) * units * b
+  return (w * (_slices(program) * units * k + k * b + units * b)
+          + 4 * max(terms, states) * units * b
           + x * program.num_gates * units * b + _vectors_bytes(program, fused, units)
           + 4 * (masked + fused.forward_tiles()) * units * b)
 
@@ -214,14 +234,16 @@ def separate_rprojs(program: Program, weight_dtype, xp_dtype) -> bool:
 def backward_smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int,
                         weight_dtype, xp_dtype, masked: bool, fused: Fused = Fused(),
                         units: int = UNITS) -> int:
-  """The shared memory one CTA of the backward kernel asks for: its slice of Rᵀ, its K-slice
-  of the gate cotangents, the staged f32 tiles (the options' too), xs (then d xs), d rprojs
-  (if separate), the gate math's vectors and the lengths."""
+  """The shared memory one CTA of the backward kernel asks for: its slices of Rᵀ (and the
+  inner matrix's transpose), its K-slice of the gate cotangents, the staged f32 tiles (the
+  options' too), xs (then d xs), d rprojs (if separate) and the inner product's cotangent (if
+  staged) on their way out, the gate math's vectors and the lengths."""
   w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
   k, b = padded_n // cluster, padded_b
-  terms, gates = len(program.terms), len(program.rproj_gates)
+  gates = len(program.rproj_gates)
   separate = separate_rprojs(program, weight_dtype, xp_dtype)
-  return (w * (terms * units * k + gates * k * b + (gates * units * b if separate else 0))
+  staging = (gates if separate else 0) + (program.inner is not None)  # [B, units] buffers
+  return (w * (_slices(program) * units * k + gates * k * b + staging * units * b)
           + 4 * TILES * units * b + x * program.num_gates * units * b
           + _vectors_bytes(program, fused, units) + (4 * units * b if masked else 0))
 
@@ -322,11 +344,15 @@ def _load_t(ref):
   return plgpu.layout_cast(value, plgpu.Layout.WGMMA)
 
 
-def _gate_math_extras(small_s, num_small: int, lengths_s, t, shape):
-  """What the gate math reads besides states and gates: its vectors [units] broadcast to
-  `shape` [units, B], and `valid` at step t (None without lengths)."""
-  small = tuple(lax.broadcast_in_dim(small_s[k], shape, (0,)) for k in range(num_small))
-  return small, None if lengths_s is None else t < lengths_s[...]
+def _gate_math_extras(program: Program, small_s, lengths_s, t, shape):
+  """What the gate math reads besides states and gates: its `small`, the vectors [units]
+  broadcast to `shape` [units, B] (None for the inner matrix, which it does not read), and
+  `valid` at step t (None without lengths)."""
+  small = [lax.broadcast_in_dim(small_s[k], shape, (0,)) for k in range(_num_vectors(program))]
+  if program.inner is not None:
+    small.insert(program.inner, None)
+  return tuple(small), None if lengths_s is None else t < lengths_s[...]
+
 
 
 def _zoneout(fused: Fused, small_s, num_small: int, step_tiles, shape):
@@ -344,7 +370,7 @@ def _zoneout(fused: Fused, small_s, num_small: int, step_tiles, shape):
 def _forward_barriers(program: Program, fused: Fused) -> _Barriers:
   """The forward's TMA barriers: h's K-slice, the rest, R's terms, xs's gates, the options'
   per-step tiles."""
-  return _Barriers(h=1, misc=1, r=len(program.terms), xs=program.num_gates,
+  return _Barriers(h=1, misc=1, r=_slices(program), xs=program.num_gates,
                    opts=fused.resets + fused.count("step"))
 
 
@@ -353,11 +379,14 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   """One CTA (i, q): cluster i's units, K-slice q. Every transfer between global and shared
   memory is a TMA copy (Mosaic GPU loads no WGMMA-layout tile from global memory). With
   resets the leader carries the states entering the next step and keeps states0; h_{t} is
-  stored as the matmuls read it (entered, times the dropout mask)."""
+  stored as the matmuls read it (entered, times the dropout mask). A staged cell's step has
+  a second matmul, on the inner matrix's input the leaders store (vs_g), behind a second
+  grid barrier."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
-  nterms = len(p.terms)
+  nterms, staged = len(p.terms), p.inner is not None
+  stages = 1 + staged  # grid barriers per step
   bars = _forward_barriers(p, fused)
   refs = list(refs)
   take = lambda n: [refs.pop(0) for _ in range(n)]
@@ -368,6 +397,7 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
       fused.resets, fused.h_mask, fused.count("step")))
   hs_g, part_g = take(2)
   seqs_g = take(num_states)
+  vs_g = take(1)[0] if staged else None
   r_s, h_s, o_s, part_s, xs_s, small_s, lengths_s, opts_s, barrier, cluster_bar = refs
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
   batch, k_slice = h_s.shape
@@ -386,8 +416,8 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     plgpu.commit_smem()
     store(o_s, hs_g.at[t, :, pl.ds(i * u, u)])
 
-  # one 2-D copy per term (TMA strides up to 5 dimensions)
-  _load(barrier, bars.r, [(r_g.at[i, q, k], r_s.at[k]) for k in range(nterms)])
+  # one 2-D copy per matrix (TMA strides up to 5 dimensions)
+  _load(barrier, bars.r, [(r_g.at[i, q, k], r_s.at[k]) for k in range(_slices(p))])
 
   def leader_init():
     if num_small or fused.count("const"):
@@ -408,22 +438,70 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   carry0 = lax.cond(leader, leader_init, lambda: (zeros, zeros if fused.resets else ()))
   sync.signal()
 
-  def leader_step(t, carry, parts):
-    """Adds the peers' partial sums, runs the gate math, stores the states and h_t."""
-    states, states0 = carry
+  def matmuls(slots, operand):
+    """This CTA's partial sums r_s[slot] @ operand (K-major [B, K/C] in shared memory) for
+    each slot, f32 [units, B]."""
+    def run(*accs):
+      for k, acc in zip(slots, accs, strict=True):
+        plgpu.wgmma(acc, r_s.at[k], operand.T)
+      plgpu.wgmma_wait(0)
+      return tuple(acc[...] for acc in accs)
+    return pl.run_scoped(run, *[plgpu.ACC((u, batch), f32)] * len(slots))
+
+  def send(parts):
+    """The peers store their partial sums; after the cluster barrier all are in global
+    memory."""
+    @pl.when(jnp.logical_not(leader))
+    def _():
+      for k, part in enumerate(parts):
+        part_s[k] = part
+      plgpu.commit_smem()
+      for k in range(len(parts)):
+        store(part_s.at[k], part_g.at[i, q, k])
+      plgpu.wait_smem_to_gmem(0, wait_read_only=False)
+
+    sync.cluster()
+
+  def peer_sums(parts):
+    """The leader's partial sums plus every peer's."""
     totals = list(parts)
     for peer in range(1, c):
-      _load(barrier, bars.r, [(part_g.at[i, peer, k], part_s.at[k]) for k in range(nterms)])
+      _load(barrier, bars.r, [(part_g.at[i, peer, k], part_s.at[k]) for k in range(len(parts))])
       totals = [total + part_s[k] for k, total in enumerate(totals)]
+    return tuple(totals)
+
+  def rprojs_of(totals):
     rprojs = [None] * p.num_gates
     for k, (_, gate) in enumerate(p.terms):
       rprojs[gate] = totals[k] if rprojs[gate] is None else rprojs[gate] + totals[k]
+    return tuple(rprojs)
+
+  def gate_inputs(t):
+    """xs, small, valid and the zoneout weights of step t (their copies waited for)."""
+    xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
+    small, valid = _gate_math_extras(p, small_s, lengths_s, t, xs[0].shape)
+    keeps = _zoneout(fused, small_s, num_small, [opts_s[m] for m in keep_slots], xs[0].shape)
+    return xs, small, valid, keeps
+
+  def leader_inner(t, carry, parts):
+    """A staged cell's first stage: the recurrent projections, and the inner matrix's input
+    for this cluster's units stored (K-major) for every CTA's second matmul."""
+    totals = peer_sums(parts)
     _wait(barrier, bars.xs)
     _wait(barrier, bars.opts)
-    xs = tuple(xs_s[g].astype(f32) for g in range(p.num_gates))
-    small, valid = _gate_math_extras(small_s, num_small, lengths_s, t, xs[0].shape)
-    keeps = _zoneout(fused, small_s, num_small, [opts_s[m] for m in keep_slots], xs[0].shape)
-    new = p.step(small, states, xs, tuple(rprojs), valid, keeps)
+    xs, small, _, _ = gate_inputs(t)
+    _store_t(o_s, p.inner_input(small, carry[0], xs, rprojs_of(totals)))
+    plgpu.commit_smem()
+    store(o_s, vs_g.at[t, :, pl.ds(i * u, u)])
+    plgpu.wait_smem_to_gmem(0, wait_read_only=False)
+    return totals
+
+  def leader_step(t, carry, totals, inner):
+    """Runs the gate math (given the recurrent projections and, staged, the inner matrix's
+    product), stores the states and h_t."""
+    states, states0 = carry
+    xs, small, valid, keeps = gate_inputs(t)
+    new = p.step(small, states, xs, rprojs_of(totals), valid, keeps, inner)
     for k, s in enumerate(new):
       part_s[k] = s
     entering = p.enter(new, states0, opts_s[reset_slot] > 0 if fused.resets else None)
@@ -434,8 +512,21 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     plgpu.wait_smem_to_gmem(0, wait_read_only=False)
     return entering, states0
 
+  def leader_last(t, carry, parts):
+    """An unstaged cell's step after its recurrent matmuls."""
+    totals = peer_sums(parts)
+    _wait(barrier, bars.xs)
+    _wait(barrier, bars.opts)
+    return leader_step(t, carry, totals, None)
+
+  def leader_second(t, carry, totals, part):
+    """A staged cell's second stage, after the inner matrix's matmul."""
+    return leader_step(t, carry, totals, peer_sums([part])[0])
+
+  keep = lambda value, *_: value
+
   def body(t, carry):
-    sync.grid(t + 1)  # h_{t-1} of every unit is in global memory
+    sync.grid(stages * t + 1)  # h_{t-1} of every unit is in global memory
 
     @pl.when(leader)
     def _():
@@ -445,26 +536,19 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
              + [(keeps_g.at[t, i, m], opts_s.at[slot]) for m, slot in enumerate(keep_slots)])
 
     _load(barrier, bars.h, [(hs_g.at[t, :, pl.ds(q * k_slice, k_slice)], h_s)])
-
-    def matmuls(*accs):
-      for k, acc in enumerate(accs):
-        plgpu.wgmma(acc, r_s.at[k], h_s.T)
-      plgpu.wgmma_wait(0)
-      return tuple(acc[...] for acc in accs)
-
-    parts = pl.run_scoped(matmuls, *[plgpu.ACC((u, batch), f32)] * nterms)
-
-    @pl.when(jnp.logical_not(leader))
-    def _():
-      for k in range(nterms):
-        part_s[k] = parts[k]
-      plgpu.commit_smem()
-      for k in range(nterms):
-        store(part_s.at[k], part_g.at[i, q, k])
-      plgpu.wait_smem_to_gmem(0, wait_read_only=False)
-
-    sync.cluster()  # every partial sum is in global memory
-    carry = lax.cond(leader, functools.partial(leader_step, t), lambda s, _: s, carry, parts)
+    parts = matmuls(range(nterms), h_s)
+    send(parts)
+    if not staged:
+      carry = lax.cond(leader, functools.partial(leader_last, t), keep, carry, parts)
+    else:
+      totals = lax.cond(leader, functools.partial(leader_inner, t), lambda _, parts: parts,
+                        carry, parts)
+      sync.signal()
+      sync.grid(stages * t + 2)  # the inner matrix's input of every unit is in global memory
+      _load(barrier, bars.h, [(vs_g.at[t, :, pl.ds(q * k_slice, k_slice)], h_s)])
+      (part,) = matmuls([nterms], h_s)
+      send([part])
+      carry = lax.cond(leader, functools.partial(leader_second, t), keep, carry, totals, part)
     sync.signal()
     return carry
 
@@ -495,6 +579,19 @@ def _small_columns(small, clusters: int, units: int):
   if not small:
     return jnp.zeros((clusters, 1, units), f32)
   return jnp.stack([s[0].astype(f32).reshape(clusters, units) for s in small], 1)
+
+
+def _matrices(program: Program, weights, small) -> tuple:
+  """The matrices the CTAs keep slices of: the recurrent weights, then the inner matrix (in
+  the weights' dtype)."""
+  if program.inner is None:
+    return tuple(weights)
+  return (*weights, small[program.inner].astype(weights[0].dtype))
+
+
+def _vectors_of(program: Program, small) -> tuple:
+  """The gate math's vectors (or their cotangents): its `small` but the inner matrix."""
+  return tuple(a for k, a in enumerate(small) if k != program.inner)
 
 
 def _row_tiles(a, units: int):
@@ -548,8 +645,10 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
   k_slice = n // c
   nterms, ns = len(p.terms), len(states0)
   xp_k = _per_step(xp, clusters, u)  # [T, clusters, G, units, B]
-  # r[i, q, term] = w[q·K/C.., i·units..]ᵀ: [clusters, C, terms, units, K/C]
-  r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1) for w in weights], 2)
+  # r[i, q, m] = w_m[q·K/C.., i·units..]ᵀ: [clusters, C, matrices, units, K/C]
+  r = jnp.stack([w.reshape(c, k_slice, clusters, u).transpose(2, 0, 3, 1)
+                 for w in _matrices(p, weights, small)], 2)
+  vectors = _vectors_of(p, small)
   fused = Fused.of(extras)
   # what step 0's matmuls read; step t's leader stores step t + 1's (the state entering it)
   h0 = _row_blocks(p.rinputs(states0, extras.h_mask)[p.output_state].astype(w_dtype), clusters,
@@ -558,22 +657,23 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
       [extras.resets[1:], jnp.zeros_like(extras.resets[:1])])
   masked = extras.lengths is not None
   inputs = [_row_tiles(extras.lengths, u)] if masked else []
-  inputs += [xp_k, r, h0, _vectors(small, extras, clusters, u),
+  inputs += [xp_k, r, h0, _vectors(vectors, extras, clusters, u),
              *[_columns(s.astype(f32), clusters, u) for s in states0],
              *_option_inputs(extras, next_resets, clusters, u)]
   state_shape = jax.ShapeDtypeStruct((t, clusters, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t + 1, b, n), w_dtype),
               jax.ShapeDtypeStruct((clusters, c, nterms, u, b), f32),
-              *[state_shape] * ns)
+              *[state_shape] * ns,
+              *([jax.ShapeDtypeStruct((t, b, n), w_dtype)] if p.inner is not None else []))
   kernel = plgpu.kernel(
       functools.partial(_forward_kernel, cfg=cfg, num_steps=t, masked=masked, num_states=ns,
-                        num_small=len(small), fused=fused),
+                        num_small=len(vectors), fused=fused),
       out_type=out_type,
-      scratch_types=[plgpu.SMEM((nterms, u, k_slice), w_dtype),
+      scratch_types=[plgpu.SMEM((_slices(p), u, k_slice), w_dtype),
                      plgpu.SMEM((b, k_slice), w_dtype), plgpu.SMEM((b, u), w_dtype),
                      plgpu.SMEM((max(nterms, ns), u, b), f32),
                      plgpu.SMEM((g, u, b), xp.dtype),
-                     plgpu.SMEM((max(len(small) + fused.count("const"), 1), u), f32),
+                     plgpu.SMEM((max(len(vectors) + fused.count("const"), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if masked else None,
                      plgpu.SMEM((fused.forward_tiles(), u, b), f32)
                      if fused.forward_tiles() else None,
@@ -582,7 +682,7 @@ def _forward(cfg: PersistentConfig, xp, states0, weights, small, extras):
       **_launch(cfg, clusters))
   _, _, *seqs = kernel(*inputs)
   # [T, clusters, units, B] -> [T, B, N]
-  seqs = tuple(jnp.transpose(s, (0, 3, 1, 2)).reshape(t, b, n) for s in seqs)
+  seqs = tuple(jnp.transpose(s, (0, 3, 1, 2)).reshape(t, b, n) for s in seqs[:ns])
   return seqs, tuple(s[-1] for s in seqs)
 
 
@@ -620,7 +720,7 @@ def _without_add_any(fun):
 def _backward_barriers(program: Program) -> _Barriers:
   """The backward's TMA barriers: the rest, the staged tiles, Rᵀ's terms, xs's gates, the
   gate cotangents' K-slices."""
-  return _Barriers(misc=1, tiles=TILES, r=len(program.terms), xs=program.num_gates,
+  return _Barriers(misc=1, tiles=TILES, r=_slices(program), xs=program.num_gates,
                    d=len(program.rproj_gates))
 
 
@@ -631,22 +731,28 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   if `separate`, d rprojs[j] (else d xs is read in their place); after the grid barrier every
   CTA multiplies its slice of Rᵀ by its K-slice of those gate cotangents, and the leader adds
   the peers' partial sums to d h (times the dropout mask), sends the reset rows' cotangent to
-  states0 and clips the rest: the cotangent carried to step j - 1."""
+  states0 and clips the rest: the cotangent carried to step j - 1.
+
+  A staged cell (an inner matrix) runs its second stage's backward first, stores the inner
+  product's cotangent, and after a grid barrier every CTA multiplies its slice of the inner
+  matrix's transpose by it; the leader then runs the first stage's backward with the sums."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
-  gates = p.rproj_gates
+  gates, nterms, staged = p.rproj_gates, len(p.terms), p.inner is not None
+  stages = 1 + staged  # grid barriers per step
   bars = _backward_barriers(p)
   refs = list(refs)
   take = lambda n: [refs.pop(0) for _ in range(n)]
   lengths_g = take(1)[0] if masked else None
   xp_g, rt_g, entering_g, d_seqs_g, rprojs_g, d_finals_g, small_g = take(7)
-  resets_g, mask_g, keeps_g = (take(1)[0] if on else None for on in (
-      fused.resets, fused.h_mask, fused.count("step")))
+  resets_g, mask_g, keeps_g, inner_g = (take(1)[0] if on else None for on in (
+      fused.resets, fused.h_mask, fused.count("step"), staged))
   d_xp_g = take(1)[0]
   d_rp_g = take(1)[0] if separate else None
   d_states0_g, d_small_g, part_g = take(3)
-  rt_s, d_s, tiles_s, xs_s, d_rp_s, small_s, lengths_s, barrier, cluster_bar = refs
+  d_inner_g = take(1)[0] if staged else None
+  rt_s, d_s, tiles_s, xs_s, d_rp_s, d_inner_s, small_s, lengths_s, barrier, cluster_bar = refs
   i, q = lax.axis_index("clusters"), lax.axis_index("cluster")
   b, k_slice = d_s.shape[1:]
   leader = q == 0
@@ -672,9 +778,10 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
         plgpu.copy_smem_to_gmem(tiles_s.at[m], dst)
       plgpu.wait_smem_to_gmem(0, wait_read_only=False)
 
-  _load(barrier, bars.r, [(rt_g.at[i, q, k], rt_s.at[k]) for k in range(len(p.terms))])
+  _load(barrier, bars.r, [(rt_g.at[i, q, k], rt_s.at[k]) for k in range(_slices(p))])
 
   zeros = lambda count: tuple(jnp.zeros((u, b), f32) for _ in range(count))
+  keep = lambda value, *_: value
 
   def leader_init():
     if num_small or fused.count("const"):
@@ -685,48 +792,101 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 
   d_finals = lax.cond(leader, leader_init, lambda: zeros(num_states))
 
-  def leader_cell(j, d_states, d_small):
-    """The cell's backward at step j for this cluster's units; stores d xs and d rprojs."""
-    _issue(barrier, bars.xs, [(xp_g.at[j, i, g], xs_s.at[g]) for g in range(p.num_gates)])
+  def step_inputs(j, with_keeps=True):
+    """The entering states, xs (already copied), rprojs, small, valid and the zoneout
+    weights of step j."""
     entering = tuple(fetch([entering_g.at[j, i, k] for k in range(num_states)]))
-    d_seq = fetch([d_seqs_g.at[j, i, k] for k in range(num_states)])
     rprojs = [None] * p.num_gates
     for g, r in zip(gates, fetch([rprojs_g.at[j, i, m] for m in range(len(gates))])):
       rprojs[g] = r
-    _wait(barrier, bars.xs)
     xs = tuple(_load_t(xs_s.at[g]).astype(f32) for g in range(p.num_gates))
-    small, valid = _gate_math_extras(small_s, num_small, lengths_s, j, (u, b))
+    small, valid = _gate_math_extras(p, small_s, lengths_s, j, (u, b))
     keeps = _zoneout(fused, small_s, num_small,
-                     fetch([keeps_g.at[j, i, m] for m in range(fused.count("step"))]), (u, b))
-    d_new = tuple(d + s for d, s in zip(d_states, d_seq))
-    d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, tuple(rprojs),
-                                                           valid, d_new, keeps)
-    for g in range(p.num_gates):
-      _store_t(xs_s.at[g], d_xs[g])
-    if separate:
-      for m, g in enumerate(gates):
-        _store_t(d_rp_s.at[m], d_rp[g])
-    plgpu.commit_smem()
-    for g in range(p.num_gates):
-      plgpu.copy_smem_to_gmem(xs_s.at[g], d_xp_g.at[j, g, :, pl.ds(i * u, u)])
-    for m in range(len(gates) if separate else 0):
-      plgpu.copy_smem_to_gmem(d_rp_s.at[m], d_rp_g.at[j, m, :, pl.ds(i * u, u)])
-    plgpu.wait_smem_to_gmem(0, wait_read_only=False)
-    return tuple(d_st), tuple(a + d for a, d in zip(d_small, d_sm))
+                     fetch([keeps_g.at[j, i, m] for m in range(fused.count("step"))]),
+                     (u, b)) if with_keeps else None
+    return entering, xs, tuple(rprojs), small, valid, keeps
 
-  def transposed(j):
-    """This CTA's part of d h from step j's gate cotangents: Σ_terms Rᵀ-slice @ K-slice."""
-    sources = [d_rp_g.at[j, m] if separate else d_xp_g.at[j, g] for m, g in enumerate(gates)]
+  def d_new_at(j, d_states):
+    """Copies xs of step j; the cotangent of its new states."""
+    _issue(barrier, bars.xs, [(xp_g.at[j, i, g], xs_s.at[g]) for g in range(p.num_gates)])
+    d_seq = fetch([d_seqs_g.at[j, i, k] for k in range(num_states)])
+    _wait(barrier, bars.xs)
+    return tuple(d + s for d, s in zip(d_states, d_seq))
+
+  def store_t(values, buffers, dst):
+    """[units, B] values to dst(m) [B, units] (K-major) through shared memory buffers."""
+    for m, value in enumerate(values):
+      _store_t(buffers.at[m], value)
+    plgpu.commit_smem()
+    for m in range(len(values)):
+      plgpu.copy_smem_to_gmem(buffers.at[m], dst(m))
+    plgpu.wait_smem_to_gmem(0, wait_read_only=False)
+
+  def store_gate_grads(j, d_xs, d_rp):
+    store_t(d_xs, xs_s, lambda g: d_xp_g.at[j, g, :, pl.ds(i * u, u)])
+    if separate:
+      store_t([d_rp[g] for g in gates], d_rp_s, lambda m: d_rp_g.at[j, m, :, pl.ds(i * u, u)])
+
+  def leader_cell(j, d_states, d_small):
+    """The cell's backward at step j for this cluster's units; stores d xs and d rprojs."""
+    d_new = d_new_at(j, d_states)
+    entering, xs, rprojs, small, valid, keeps = step_inputs(j)
+    d_sm, d_st, d_xs, d_rp = _without_add_any(p.step_vjp)(small, entering, xs, rprojs, valid,
+                                                           d_new, keeps)
+    store_gate_grads(j, d_xs, d_rp)
+    return tuple(d_st), tuple(a + d for a, d in zip(d_small, _vectors_of(p, d_sm)))
+
+  def leader_second_stage(j, d_states):
+    """A staged cell's second stage backward at step j; stores the inner product's cotangent
+    -> the partial cotangents (d states, d xs, d rprojs of `gates`, d vectors)."""
+    d_new = d_new_at(j, d_states)
+    entering, xs, rprojs, small, valid, keeps = step_inputs(j)
+    (inner,) = fetch([inner_g.at[j, i]])
+    d_sm, d_st, d_xs, d_rp, d_inner = _without_add_any(p.inner_step_vjp)(
+        small, entering, xs, rprojs, inner, valid, d_new, keeps)
+    store_t([d_inner], d_inner_s, lambda _: d_inner_g.at[j, :, pl.ds(i * u, u)])
+    return (tuple(d_st), tuple(d_xs), tuple(d_rp[g] for g in gates),
+            _vectors_of(p, d_sm))
+
+  def leader_first_stage(j, d_states, d_small, partial, part):
+    """A staged cell's first stage backward at step j, given its inner matrix's input's
+    cotangent (the partial sums of the transposed matmul); stores d xs and d rprojs."""
+    d_st, d_xs, d_rp, d_sm = partial
+    d_input = sum(fetch([part_g.at[i, peer] for peer in range(1, c)]), part)
+    entering, xs, rprojs, small, _, _ = step_inputs(j, with_keeps=False)
+    d_sm1, d_st1, d_xs1, d_rp1 = _without_add_any(p.inner_input_vjp)(small, entering, xs,
+                                                                      rprojs, d_input)
+    add = lambda a, d: a if d is None else a + d
+    d_xs = tuple(map(add, d_xs, d_xs1))
+    d_rp = [None] * p.num_gates
+    for g, d in zip(gates, partial[2]):
+      d_rp[g] = add(d, d_rp1[g])
+    store_gate_grads(j, d_xs, d_rp)
+    d_sm = tuple(map(add, d_sm, _vectors_of(p, d_sm1)))
+    return tuple(map(add, d_st, d_st1)), tuple(a + d for a, d in zip(d_small, d_sm))
+
+  def transposed(copies, pairs):
+    """This CTA's partial sum Σ rt_s[slot] @ d_s[m]ᵀ over `pairs` (slot, m), once `copies`
+    [(source [B, N] in global memory, m)] have their K-slices in d_s."""
     _load(barrier, bars.d, [(src.at[:, pl.ds(q * k_slice, k_slice)], d_s.at[m])
-                            for m, src in enumerate(sources)])
+                            for src, m in copies])
 
     def matmuls(acc):
-      for k, (_, gate) in enumerate(p.terms):
-        plgpu.wgmma(acc, rt_s.at[k], d_s.at[gates.index(gate)].T)
+      for slot, m in pairs:
+        plgpu.wgmma(acc, rt_s.at[slot], d_s.at[m].T)
       plgpu.wgmma_wait(0)
       return acc[...]
 
     return pl.run_scoped(matmuls, plgpu.ACC((u, b), f32))
+
+  def send(part):
+    """The peers store their partial sums; after the cluster barrier all are in global
+    memory."""
+    @pl.when(jnp.logical_not(leader))
+    def _():
+      put([part], [part_g.at[i, q]])
+
+    sync.cluster()
 
   def leader_carry(j, carry, part):
     """Adds the partial sums of d h (times the mask) to the cell's own cotangents of the
@@ -737,9 +897,7 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
                   + ([resets_g.at[j]] if fused.resets else []))
     reset = tiles.pop() > 0 if fused.resets else None
     mask = tiles.pop() if fused.h_mask else None
-    d_h = part
-    for peer_part in tiles:
-      d_h = d_h + peer_part
+    d_h = sum(tiles, part)
     d = list(d_states)
     d[p.output_state] = d[p.output_state] + (d_h if mask is None else d_h * mask)
     return autodiff.split_reset(tuple(d), d_resets, reset, cfg.grad_clip)
@@ -747,18 +905,26 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
   def body(s, carry):
     d_states, d_small, d_resets = carry
     j = num_steps - 1 - s
-    d_states, d_small = lax.cond(leader, functools.partial(leader_cell, j),
-                                 lambda d, sm: (d, sm), d_states, d_small)
+    if not staged:
+      d_states, d_small = lax.cond(leader, functools.partial(leader_cell, j),
+                                   lambda d, sm: (d, sm), d_states, d_small)
+    else:
+      partial = lax.cond(leader, functools.partial(leader_second_stage, j),
+                         lambda _: (zeros(num_states), zeros(p.num_gates), zeros(len(gates)),
+                                    zeros(num_small)), d_states)
+      sync.signal()
+      sync.grid(stages * s + 1)  # step j's inner cotangent of every unit is in global memory
+      part = transposed([(d_inner_g.at[j], 0)], [(nterms, 0)])
+      send(part)
+      d_states, d_small = lax.cond(leader, functools.partial(leader_first_stage, j),
+                                   lambda d, sm, *_: (d, sm), d_states, d_small, partial, part)
     sync.signal()
-    sync.grid(s + 1)  # step j's gate cotangents of every unit are in global memory
-    part = transposed(j)
-
-    @pl.when(jnp.logical_not(leader))
-    def _():
-      put([part], [part_g.at[i, q]])
-
-    sync.cluster()  # every partial sum is in global memory
-    d_states, d_resets = lax.cond(leader, functools.partial(leader_carry, j), lambda d, _: d,
+    sync.grid(stages * s + stages)  # step j's gate cotangents of every unit are in memory
+    sources = [d_rp_g.at[j, m] if separate else d_xp_g.at[j, g] for m, g in enumerate(gates)]
+    part = transposed([(src, m) for m, src in enumerate(sources)],
+                      [(k, gates.index(gate)) for k, (_, gate) in enumerate(p.terms)])
+    send(part)
+    d_states, d_resets = lax.cond(leader, functools.partial(leader_carry, j), keep,
                                   (d_states, d_resets), part)
     return d_states, d_small, d_resets
 
@@ -776,17 +942,19 @@ def _backward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, small, extras):
   """Kernel layout in (as `_forward`, with the states entering each step and the cotangents of
   seqs and finals) -> (d xp, d rprojs [T, Gr, B, N] or None, d states0, d small). The
-  recurrent projections the cell's backward reads are recomputed outside the serial loop, as
-  one matmul over all steps."""
+  recurrent projections the cell's backward reads (and a staged cell's inner product) are
+  recomputed outside the serial loop, as one matmul over all steps, and the inner matrix's
+  gradient is one matmul after it."""
   if cfg.backward is not None:
     return _step_backward(cfg, xp, entering, d_seqs, d_finals, weights, small, extras)
   from jax.experimental.pallas import mosaic_gpu as plgpu
   p, u, c = cfg.program, cfg.units, cfg.cluster
   t, g, b, n = xp.shape
   clusters, k_slice = n // u, n // c
-  w_dtype, gates = weights[0].dtype, p.rproj_gates
+  w_dtype, gates, staged = weights[0].dtype, p.rproj_gates, p.inner is not None
   separate = separate_rprojs(p, w_dtype, xp.dtype)
-  ns, nsmall = len(entering), len(small)
+  vectors = _vectors_of(p, small)
+  ns, nv = len(entering), len(vectors)
   fused = Fused.of(extras)
   per_step = lambda a: _per_step(a, clusters, u)
   mask = None if extras.h_mask is None else extras.h_mask[None]
@@ -794,53 +962,65 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   inputs = [_row_tiles(extras.lengths, u)] if extras.lengths is not None else []
   inputs += [jnp.moveaxis(_row_blocks(xp, clusters, u), 0, 1),  # [T, clusters, G, B, units]
              jnp.stack([w.reshape(clusters, u, c, k_slice).transpose(0, 2, 1, 3)
-                        for w in weights], 2),  # Rᵀ: [clusters, C, terms, units, K/C]
+                        for w in _matrices(p, weights, small)], 2),  # [clusters, C, m, u, K/C]
              per_step(jnp.stack(entering, 1)), per_step(jnp.stack(d_seqs, 1).astype(f32)),
              per_step(jnp.stack([rprojs[gate] for gate in gates], 1)),
              _columns(jnp.stack(d_finals).astype(f32), clusters, u),
-             _vectors(small, extras, clusters, u),
+             _vectors(vectors, extras, clusters, u),
              *_option_inputs(extras, extras.resets, clusters, u)]
+  if staged:
+    inner_matrix = _matrices(p, weights, small)[-1]
+    xs = tuple(xp[:, k].astype(f32) for k in range(g))
+    inner_in = p.inner_input(small, entering, xs, rprojs).astype(w_dtype)
+    inner = jnp.dot(inner_in, inner_matrix, preferred_element_type=f32)
+    inputs.append(jnp.moveaxis(_columns(inner, clusters, u), 0, 1))  # [T, clusters, u, B]
   tile = lambda count: jax.ShapeDtypeStruct((clusters, count, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t, g, b, n), xp.dtype),
               *([jax.ShapeDtypeStruct((t, len(gates), b, n), w_dtype)] if separate else []),
-              tile(ns), tile(max(nsmall, 1)), tile(c))
+              tile(ns), tile(max(nv, 1)), tile(c),
+              *([jax.ShapeDtypeStruct((t, b, n), w_dtype)] if staged else []))
   kernel = plgpu.kernel(
       functools.partial(_backward_kernel, cfg=cfg, num_steps=t, masked=extras.lengths is not None,
-                        num_states=ns, num_small=nsmall, separate=separate, fused=fused),
+                        num_states=ns, num_small=nv, separate=separate, fused=fused),
       out_type=out_type,
-      scratch_types=[plgpu.SMEM((len(p.terms), u, k_slice), w_dtype),
+      scratch_types=[plgpu.SMEM((_slices(p), u, k_slice), w_dtype),
                      plgpu.SMEM((len(gates), b, k_slice), w_dtype),
                      plgpu.SMEM((TILES, u, b), f32), plgpu.SMEM((g, b, u), xp.dtype),
                      plgpu.SMEM((len(gates), b, u), w_dtype) if separate else None,
-                     plgpu.SMEM((max(nsmall + fused.count("const"), 1), u), f32),
+                     plgpu.SMEM((1, b, u), w_dtype) if staged else None,
+                     plgpu.SMEM((max(nv + fused.count("const"), 1), u), f32),
                      plgpu.SMEM((u, b), jnp.int32) if extras.lengths is not None else None,
                      plgpu.Barrier(num_barriers=_backward_barriers(p).count),
                      plgpu.ClusterBarrier(collective_axes=("cluster",))],
       **_launch(cfg, clusters))
   d_xp, *outs = kernel(*inputs)
   d_rp = outs.pop(0) if separate else None
-  d_states0, d_small, _ = outs
+  d_states0, d_vectors, _, *d_inner = outs
   rows = lambda a: jnp.transpose(a, (2, 0, 1)).reshape(b, n)  # [clusters, u, B] -> [B, N]
+  d_small = [d_vectors[:, k].sum(-1).reshape(1, n) for k in range(nv)]
+  if staged:
+    d_small.insert(p.inner, jnp.einsum("tbi,tbj->ij", inner_in, d_inner[0],
+                                       preferred_element_type=f32))
   return (d_xp, None if p.same_grads else d_rp,
-          tuple(rows(d_states0[:, k]) for k in range(ns)),
-          tuple(d_small[:, k].sum(-1).reshape(1, n) for k in range(nsmall)))
+          tuple(rows(d_states0[:, k]) for k in range(ns)), tuple(d_small))
 
 
 def _step_backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, small,
                    extras):
   """The step kernel's backward, on the arrays padded to its hidden size (zero columns stay
   zero through the cell: no input, no weight, no state, no mask, zoneout weight 0)."""
-  n, wide = xp.shape[-1], cfg.backward_hidden
+  n, wide, inner = xp.shape[-1], cfg.backward_hidden, cfg.program.inner
   last = lambda a: None if a is None else programs.pad_to(a, (*a.shape[:-1], wide))
   square = lambda w: programs.pad_to(w, (wide, wide))
   extras = extras._replace(h_mask=last(extras.h_mask),
                            keeps=None if extras.keeps is None else tuple(map(last, extras.keeps)))
+  small = tuple(square(a) if k == inner else last(a) for k, a in enumerate(small))
   d_xp, d_rp, d_states0, d_small = step.scan_backward(
       cfg.backward, last(xp), tuple(map(last, entering)), tuple(map(last, d_seqs)),
-      tuple(map(last, d_finals)), tuple(map(square, weights)), tuple(map(last, small)), extras)
+      tuple(map(last, d_finals)), tuple(map(square, weights)), small, extras)
   cut = lambda a: a[..., :n]
   return (cut(d_xp), None if d_rp is None else cut(d_rp), tuple(map(cut, d_states0)),
-          tuple(map(cut, d_small)))
+          tuple(a[:n, :n] if k == inner else cut(a) for k, a in enumerate(d_small)))
 
 
 _persistent_op = autodiff.sequence_op(_forward, _backward)

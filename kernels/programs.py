@@ -109,6 +109,8 @@ class Program:
   same_grads: d rprojs[gate] == d xs[gate] for every term's gate (the projection and the
     input only meet in a sum), so the backward kernel need not write d rprojs.
   heads: independent head recurrences the kernels run as separate programs (1: dense R).
+  inner: where `small` holds the matrix the gate math applies to a column-wise input
+    (`inner_input`; Cho's R_n), which the persistent kernels split like R, or None.
   """
   cell: Any
 
@@ -231,10 +233,24 @@ class Program:
                  for name in self.small_names)
 
   # -- the math, on per-gate blocks (used by the kernels and the references) ---------------
-  def pointwise(self, small, states, xs, rprojs):
+  @property
+  def inner(self) -> int | None:
+    """Index in `small` of the cell's `inner_matrix` (Cho's R_n), or None."""
+    name = self.cell.inner_matrix
+    return None if name is None else self.small_names.index(name)
+
+  def pointwise(self, small, states, xs, rprojs, inner=None):
     """One step's gate math, the cell's own: small, states [B, w] f32, xs [B, N] per gate,
-    rprojs per gate ([B, N] or None) -> new states."""
-    return self.cell.block_pointwise(dict(zip(self.small_names, small)), states, xs, rprojs)
+    rprojs per gate ([B, N] or None) -> new states. Given `inner` (the inner matrix's product,
+    [B, N]), the second stage alone (`small` then may hold None for the matrix)."""
+    small = dict(zip(self.small_names, small))
+    if inner is None:
+      return self.cell.block_pointwise(small, states, xs, rprojs)
+    return self.cell.block_pointwise_inner(small, states, xs, rprojs, inner)
+
+  def inner_input(self, small, states, xs, rprojs):
+    """The first stage of a cell with an inner matrix: what the matrix multiplies [B, N]."""
+    return self.cell.block_inner_input(dict(zip(self.small_names, small)), states, xs, rprojs)
 
   def enter(self, states, states0, reset):
     """The states entering a step: states0 in the rows where reset [B, 1] is set."""
@@ -257,10 +273,10 @@ class Program:
       out[gate] = term if out[gate] is None else out[gate] + term
     return tuple(out)
 
-  def step(self, small, states, xs, rprojs, valid, keeps=None):
+  def step(self, small, states, xs, rprojs, valid, keeps=None, inner=None):
     """`pointwise`, then zoneout (keeps: per state None or the weight of the entering state,
     [B, w] or [1, w]), then lengths: where valid [B, 1] is False the states stay unchanged."""
-    new = self.pointwise(small, states, xs, rprojs)
+    new = self.pointwise(small, states, xs, rprojs, inner)
     if keeps is not None:
       new = tuple(a if k is None else k * b + (1 - k) * a for a, b, k in zip(new, states, keeps))
     if valid is None:
@@ -271,17 +287,17 @@ class Program:
     """Cotangents of one step given its recurrent projections: -> (d_small, d_states (the
     direct part, without the recurrent matmuls' transposes), d_xs per gate, d_rprojs per gate
     (None where no term))."""
-    present = tuple(r for r in rprojs if r is not None)
+    step = lambda sm, st, x, r: self.step(sm, st, x, r, valid, keeps)
+    return _vjp(step, small, states, xs, rprojs, tuple(d_new))
 
-    def f(small, states, xs, present):
-      it = iter(present)
-      full = tuple(None if r is None else next(it) for r in rprojs)
-      return self.step(small, states, xs, full, valid, keeps)
+  def inner_step_vjp(self, small, states, xs, rprojs, inner, valid, d_new, keeps=None):
+    """`step_vjp` of the second stage, given the inner matrix's product: -> (..., d_inner)."""
+    step = lambda sm, st, x, r, i: self.step(sm, st, x, r, valid, keeps, i)
+    return _vjp(step, small, states, xs, rprojs, tuple(d_new), inner)
 
-    _, vjp = jax.vjp(f, small, states, xs, present)
-    d_small, d_states, d_xs, d_present = vjp(tuple(d_new))
-    it = iter(d_present)
-    return d_small, d_states, d_xs, tuple(None if r is None else next(it) for r in rprojs)
+  def inner_input_vjp(self, small, states, xs, rprojs, d_input):
+    """Cotangents of the first stage's `inner_input`, as `step_vjp`'s."""
+    return _vjp(self.inner_input, small, states, xs, rprojs, d_input)
 
   def add_transposed(self, d_states, d_rprojs, weights, h_mask=None):
     """d_states[src] += (d_rprojs[gate] @ wᵀ) (⊙ h_mask for h) for every term."""
@@ -307,6 +323,22 @@ class Program:
         g = jnp.einsum("tbi,tbj->ij", r, d, preferred_element_type=f32)
       out.append(g.astype(w.dtype))
     return tuple(out)
+
+
+def _vjp(fun, small, states, xs, rprojs, cotangent, *rest):
+  """vjp of fun(small, states, xs, rprojs, *rest) at `cotangent` -> (d_small, d_states, d_xs,
+  d_rprojs (None where rprojs are None), *d_rest)."""
+  present = tuple(r for r in rprojs if r is not None)
+
+  def f(small, states, xs, present, *rest):
+    it = iter(present)
+    return fun(small, states, xs, tuple(None if r is None else next(it) for r in rprojs), *rest)
+
+  _, vjp = jax.vjp(f, small, states, xs, present, *rest)
+  d_small, d_states, d_xs, d_present, *d_rest = vjp(cotangent)
+  it = iter(d_present)
+  return (d_small, d_states, d_xs, tuple(None if r is None else next(it) for r in rprojs),
+          *d_rest)
 
 
 def _matmul(s, w):

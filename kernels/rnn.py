@@ -18,19 +18,25 @@ from kernels import autodiff, persistent, platforms, programs, sequence, step
 IMPLS = ("sequence", "persistent", "step")
 
 
+class Unsupported(ValueError):
+  """The kernels cannot run this call (backend="auto" runs the scan instead)."""
+
+
 def supports(cell, platform: str | None = None) -> bool:
   """Whether backend="auto" should run `cell` on the kernels here: any cell that declares its
   gate math on per-gate blocks (every cell of `rnn_research.cells`, any option), on gpu or tpu,
-  on gpu if the matrices inside its gate math (LSTMP's P, R_n, ...) fit one program. The
-  kernels run every option of the recurrence, so the options never decide."""
+  on gpu if the matrices inside its gate math (LSTMP's P, R_n, ...) fit one program or the
+  persistent kernel splits them (Cho's R_n; a call whose size it cannot run raises
+  `Unsupported`). The kernels run every option of the recurrence, so the options never
+  decide."""
   try:
     program = programs.program_for(cell)
   except ValueError:
     return False
   platform = platforms.default_platform() if platform is None else platform
-  gpu = platforms.Target("gpu")
-  return (platforms.supported_platform(platform)
-          and (platform != "gpu" or gpu.fits(_inner_matrix_bytes(gpu, program))))
+  return platforms.supported_platform(platform) and (
+      platform != "gpu" or _inner_matrices_fit(platforms.Target("gpu"), program)
+      or persistent.unsupported(program) is None)
 
 
 def _inner_matrix_bytes(target: platforms.Target, program: programs.Program) -> int:
@@ -40,15 +46,22 @@ def _inner_matrix_bytes(target: platforms.Target, program: programs.Program) -> 
              for shape in program.small_shapes().values() if len(shape) == 2)
 
 
-def _check_inner_matrices(target: platforms.Target, program: programs.Program) -> None:
-  size = _inner_matrix_bytes(target, program)
-  if target.platform == "gpu" and not target.fits(size):
+def _inner_matrices_fit(target: platforms.Target, program: programs.Program) -> bool:
+  return target.platform != "gpu" or target.fits(_inner_matrix_bytes(target, program))
+
+
+def _check_inner_matrices(target: platforms.Target, program: programs.Program,
+                          persistent_why: str) -> None:
+  """Unsupported where the kernels but the persistent one cannot hold the matrices inside
+  the gate math, and the persistent kernel cannot run the call (`persistent_why`)."""
+  if not _inner_matrices_fit(target, program):
     cell = program.cell
-    raise ValueError(
+    raise Unsupported(
         f"hidden_size={cell.hidden_size} is too large for the Pallas kernels on gpu: the "
         f"matrices inside {type(cell).__name__}'s gate math (LSTMP's P, R_n, ...) take "
-        f"{size} bytes in f32, more than the {target.weight_budget} one "
-        f"kernel program may hold; use backend='scan' (or 'auto')")
+        f"{_inner_matrix_bytes(target, program)} bytes in f32, more than the "
+        f"{target.weight_budget} one kernel program may hold, and the persistent kernel "
+        f"cannot run it ({persistent_why}); use backend='scan' (or 'auto')")
 
 
 def _weight_bytes(program: programs.Program, packed: programs.Packed) -> int:
@@ -220,7 +233,6 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
   """
   program = programs.program_for(cell)
   target = platforms.resolve(platform, interpret, chip)
-  _check_inner_matrices(target, program)
   if impl is not None and impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
   if xp.ndim != 3:
@@ -241,9 +253,14 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
       backward_why = persistent.backward_unsupported(program, cell.hidden_size, batch, w_dtype,
                                                      xp.dtype, lengths is not None, cluster,
                                                      _fused(options))
+      if backward_why is not None and not _inner_matrices_fit(target, program):
+        cluster, persistent_why = 0, (f"{backward_why}, and the step kernel would need the "
+                                      f"matrices inside the gate math whole")
   if impl == "persistent" and persistent_why is not None:
     raise ValueError(f"impl='persistent' cannot run {type(cell).__name__}(hidden_size="
                      f"{cell.hidden_size}) here: {persistent_why}")
+  if persistent_why is not None:
+    _check_inner_matrices(target, program, persistent_why)
   impl = impl or choose_impl(target, cell, program, packed, persistent_why)
   if impl == "persistent":
     units = persistent.UNITS if target.platform == "gpu" else cell.hidden_size

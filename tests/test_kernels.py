@@ -178,7 +178,8 @@ def test_bad_arguments(rng):
   with pytest.raises(ValueError, match="block_b must be a power of 2 >= 16 on gpu"):
     pallas(GRUDef(4, 6), params, xp, carry0, platform="gpu", interpret=True, block_b=8)
   cho = GRUDef(4, 256, reset_after=False)
-  assert not rnn.supports(cho, "gpu") and rnn.supports(cho, "tpu") and not rnn.supports(cho, "cpu")
+  assert rnn.supports(cho, "gpu") and rnn.supports(cho, "tpu") and not rnn.supports(cho, "cpu")
+  assert not rnn.supports(GRUDef(4, 256, reset_after=False, layer_norm=True), "gpu")
   with pytest.raises(ValueError, match="hidden_size=256 is too large for the Pallas kernels"):
     pallas(cho, cho.init_params(jax.random.key(0)), jnp.zeros((2, 3, 768)),
                    cho.initial_carry((3,)), platform="gpu", interpret=True)

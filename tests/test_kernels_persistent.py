@@ -44,10 +44,12 @@ def _interpreted(run):
     interpreter.reset_gpu_interpret_mode_state()
 
 
-@pytest.mark.parametrize("cell", [LSTMDef(3, 32, PRESETS["V"]), GRUDef(3, 32)],
-                         ids=["lstm-V", "gru"])
+@pytest.mark.parametrize("cell", [LSTMDef(3, 32, PRESETS["V"]), GRUDef(3, 32),
+                                  GRUDef(3, 32, reset_after=False)],
+                         ids=["lstm-V", "gru", "gru-cho"])
 def test_interpreted_values_and_gradients_match_scan(cell, rng):
-  """Two CTAs split the contraction, forward and backward; lengths freeze rows."""
+  """Two CTAs split the contraction, forward and backward; lengths freeze rows. Cho's GRU
+  runs in two stages around its R_n, split over the CTAs too."""
   _, race = _interpreted(lambda: check_against_scan(cell, rng, 3, 4, [4, 2, 3], platform="cpu",
                                                     impl="persistent"))
   assert not race
@@ -60,8 +62,9 @@ def test_interpreted_values_and_gradients_match_scan_for_every_column_wise_prese
   assert not race
 
 
-@pytest.mark.parametrize("cell,zoneout", [(LSTMDef(5, 32, PRESETS["V"]), "step"),
-                                          (GRUDef(5, 32), "rate")], ids=["lstm-V", "gru"])
+@pytest.mark.parametrize("cell,zoneout", [
+    (LSTMDef(5, 32, PRESETS["V"]), "step"), (GRUDef(5, 32), "rate"),
+    (GRUDef(5, 32, reset_after=False), "step")], ids=["lstm-V", "gru", "gru-cho"])
 def test_interpreted_options_match_scan(cell, zoneout, rng):
   """Resets, recurrent dropout, zoneout (weights per step, or the rate), lengths and grad_clip
   at once, forward and gradients."""
@@ -92,8 +95,9 @@ def _value_and_grads(op, packed, weights):
 @pytest.mark.parametrize("cell,weight_dtype,tol", [
     (LSTMDef(3, 32, PRESETS["V"]), jnp.float32, F32_TOL),
     (GRUDef(3, 32), jnp.float32, F32_TOL),
+    (GRUDef(3, 32, reset_after=False), jnp.float32, F32_TOL),
     (LSTMDef(3, 32, PRESETS["NP"]), jnp.bfloat16, 2e-2),
-], ids=["lstm-V", "gru", "lstm-bf16-weights"])
+], ids=["lstm-V", "gru", "gru-cho", "lstm-bf16-weights"])
 def test_interpreted_backward_matches_grad_of_the_reference(cell, weight_dtype, tol, rng):
   """The op's gradients with lengths and grad_clip (small enough to clip) against jax.grad of
   `sequence_reference`; bf16 weights under f32 inputs: d rprojs written apart from d xs."""
@@ -103,7 +107,7 @@ def test_interpreted_backward_matches_grad_of_the_reference(cell, weight_dtype, 
   weights = tuple(w.astype(weight_dtype) for w in packed.weights)
   lengths = jnp.asarray(rng.integers(0, 5, (16, 1)), jnp.int32)
   assert persistent.separate_rprojs(program, weight_dtype, packed.xp.dtype) == (
-      isinstance(cell, GRUDef) or weight_dtype != jnp.float32)
+      isinstance(cell, GRUDef) and cell.reset_after or weight_dtype != jnp.float32)
   clip = 0.05
   cfg = _config(program, grad_clip=clip)
   got, race = _interpreted(lambda: _value_and_grads(
@@ -135,8 +139,8 @@ def test_interpreted_four_ctas_match_the_reference_without_races(rng):
   assert_close(got, want, F32_TOL)
 
 
-def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3):
-  cell = LSTMDef(3, hidden, PRESETS["NP"])
+def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3, cell=None):
+  cell = cell or LSTMDef(3, hidden, PRESETS["NP"])
   program = programs.Program(cell)
   params, xs, carry0, _ = random_inputs(cell, rng, batch, steps)
   packed = program.pack(params, cell.input_projection(params, xs), carry0, batch, hidden,
@@ -144,12 +148,13 @@ def _interpreted_kernel_inputs(rng, hidden=32, batch=16, steps=3):
   return program, packed
 
 
+@pytest.mark.parametrize("cell", [None, GRUDef(3, 32, reset_after=False)], ids=["lstm", "cho"])
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
-def test_race_detector_fires_without_the_grid_barrier(kernel, rng):
-  """The tests above can fail: without the per-step barrier a CTA reads h_{t-1} (forward) or
-  step j's gate cotangents (backward) while the leader writes them, and the interpreter says
-  so."""
-  program, packed = _interpreted_kernel_inputs(rng)
+def test_race_detector_fires_without_the_grid_barrier(kernel, cell, rng):
+  """The tests above can fail: without the per-step barriers a CTA reads h_{t-1} (forward) or
+  step j's gate cotangents (backward), or Cho's r ⊙ h (or its cotangent), while the leader
+  writes them, and the interpreter says so."""
+  program, packed = _interpreted_kernel_inputs(rng, cell=cell)
   cfg = _config(program)
   args = (packed.xp, packed.states0, packed.weights, packed.small, autodiff.Extras())
   seqs, finals = persistent._forward(cfg, *args)  # pylint: disable=protected-access
@@ -164,19 +169,22 @@ def test_race_detector_fires_without_the_grid_barrier(kernel, rng):
   assert _interpreted(lambda: run(dataclasses.replace(cfg, grid_barrier=False), *args))[1]
 
 
-@pytest.mark.parametrize("backward,zoneout", [("persistent", "step"), ("step", "const")])
-def test_interpreted_options_match_grad_of_the_reference(backward, zoneout, rng):
+@pytest.mark.parametrize("cell,backward,zoneout", [
+    (LSTMDef(3, 32, PRESETS["NP"]), "persistent", "step"),
+    (LSTMDef(3, 32, PRESETS["NP"]), "step", "const"),
+    (GRUDef(3, 32, reset_after=False), "step", "step")], ids=["lstm", "lstm-step", "cho-step"])
+def test_interpreted_options_match_grad_of_the_reference(cell, backward, zoneout, rng):
   """The op with lengths, resets (one at t = 0), a scaled dropout mask and zoneout weights per
   step or constant, against jax.grad of `sequence_reference`: the backward kernel, or the step
   kernel running the backward on arrays padded to its hidden size (64 for 32), the options
-  padded with them."""
-  program, packed = _interpreted_kernel_inputs(rng, steps=4)
+  (and Cho's R_n) padded with them."""
+  program, packed = _interpreted_kernel_inputs(rng, steps=4, cell=cell)
   draws = lambda shape: jnp.asarray(rng.random(shape) < 0.3, jnp.float32)
   resets = jnp.asarray(draws((4, 16, 1)), jnp.int32).at[0, 0].set(1)
   keep = (lambda: draws((4, 16, 32))) if zoneout == "step" else (
       lambda: jnp.full((1, 32), rng.random(), jnp.float32))
   extras = (jnp.asarray(rng.integers(1, 5, (16, 1)), jnp.int32), resets,
-            (1 - draws((16, 32))) / 0.7, (keep(), keep()))
+            (1 - draws((16, 32))) / 0.7, tuple(keep() for _ in packed.states0))
   fallback = {}
   if backward == "step":
     fallback = dict(backward=step.StepConfig(program, platforms.resolve("cpu"), 16, 64, 0.1),

@@ -18,9 +18,10 @@ import pytest
 from jax.experimental.mosaic.gpu import core as mgpu_core
 from jax.sharding import AbstractDevice, AbstractMesh
 
-from kernels import autodiff, persistent, platforms, programs
+from kernels import autodiff, persistent, platforms, programs, rnn
 from rnn_research.cells import GRUDef, LSTMDef, PRESETS
 from rnn_research.layers import recurrence
+from test_kernels import assert_close
 
 H100 = AbstractMesh((1,), ("x",), abstract_device=AbstractDevice(
     device_kind="NVIDIA H100", num_cores=132, platform="cuda"))
@@ -53,7 +54,8 @@ def _lowering(kernel, cell, hidden, batch, dtype, cluster, masked=False, zoneout
   seqs = tuple(spec((steps, b, n), jnp.float32) for _ in states)
   xp = spec((steps, program.num_gates, b, n), dtype)
   weights = tuple(spec((n, n), dtype) for _ in program.terms)
-  small = tuple(spec((1, n), jnp.float32) for _ in program.small_names)
+  small = tuple(spec((n, n), dtype) if k == program.inner else spec((1, n), jnp.float32)
+                for k in range(len(program.small_names)))
   extras = _extras(program, hidden, batch, masked, zoneout, steps)
   if kernel == "forward":
     args = (xp, states, weights, small, extras)
@@ -79,12 +81,14 @@ def _smem_bytes(lower) -> int:
 
 
 def _make(cell_kind, hidden):
-  return GRUDef(hidden, hidden) if cell_kind == "gru" else LSTMDef(hidden, hidden, PRESETS["V"])
+  if cell_kind == "lstm-V":
+    return LSTMDef(hidden, hidden, PRESETS["V"])
+  return GRUDef(hidden, hidden, reset_after=cell_kind == "gru")
 
 
 @pytest.mark.parametrize("batch", BATCH)
 @pytest.mark.parametrize("hidden", HIDDEN)
-@pytest.mark.parametrize("cell_kind", ["lstm-V", "gru"])
+@pytest.mark.parametrize("cell_kind", ["lstm-V", "gru", "gru-cho"])
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
 def test_shared_memory_per_cta_within_the_h100_budget(kernel, cell_kind, hidden, batch):
   """bf16; the backward with lengths, its largest form."""
@@ -128,7 +132,8 @@ def test_shared_memory_with_every_option(kernel, cell_kind, hidden, batch, zoneo
 
 
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
-@pytest.mark.parametrize("cell_kind,hidden,batch", [("lstm-V", 1024, 64), ("gru", 768, 32)])
+@pytest.mark.parametrize("cell_kind,hidden,batch", [("lstm-V", 1024, 64), ("gru", 768, 32),
+                                                   ("gru-cho", 1024, 64)])
 def test_lowers_for_h100(cell_kind, hidden, batch, kernel):
   """The whole Mosaic GPU pipeline (seconds a size, so the corners only; every size of the
   grid above lowered when this was written)."""
@@ -169,11 +174,12 @@ def test_f32_weights_lower_where_they_fit(kernel, cell_kind, hidden, batch):
   assert persistent.plan(program, 1024, 64, jnp.float32, jnp.float32, True)[0] == 0
 
 
-def _option_shapes(batch, hidden, steps=4):
-  """An LSTM's resets, dropout mask and zoneout weights per step, as shapes."""
-  keep = jax.ShapeDtypeStruct((steps, batch, hidden), jnp.float32)
+def _option_shapes(cell, batch, steps=4):
+  """Resets, a dropout mask and zoneout weights per step (a pair for an LSTM), as shapes."""
+  keep = jax.ShapeDtypeStruct((steps, batch, cell.hidden_size), jnp.float32)
   return dict(resets=jax.ShapeDtypeStruct((steps, batch), jnp.bool_),
-              h_mask=jax.ShapeDtypeStruct((batch, hidden), jnp.float32), zoneout=(keep, keep))
+              h_mask=jax.ShapeDtypeStruct((batch, cell.hidden_size), jnp.float32),
+              zoneout=(keep, keep) if isinstance(cell, LSTMDef) else keep)
 
 
 def _choose(cell, dtype, batch=16, impl=None, **arrays):
@@ -200,9 +206,11 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
     (LSTMDef(8, 1024, PRESETS["NP"]), jnp.bfloat16, 128, {},
      "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024"),
     (LSTMDef(8, 512, PRESETS["NP"]), jnp.float32, 16, {}, "running the persistent kernel"),
-    (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16, dict(_option_shapes(16, 256)),
-     "running the persistent kernel"),
-    (LSTMDef(8, 1024, PRESETS["V"]), jnp.bfloat16, 64, dict(_option_shapes(64, 1024)),
+    (GRUDef(8, 1024, reset_after=False), jnp.bfloat16, 32, {}, "running the persistent kernel"),
+    (LSTMDef(8, 256, PRESETS["NP"]), jnp.bfloat16, 16,
+     _option_shapes(LSTMDef(8, 256, PRESETS["NP"]), 16), "running the persistent kernel"),
+    (LSTMDef(8, 1024, PRESETS["V"]), jnp.bfloat16, 64,
+     _option_shapes(LSTMDef(8, 1024, PRESETS["V"]), 64),
      "the persistent kernel cannot: no cluster of <= 8 CTAs fits hidden 1024 (padded 1024) at "
      "batch 64 in 132 SMs with 221184 bytes of shared memory per CTA (65536 of them for the "
      "options)"),
@@ -212,8 +220,8 @@ def _choose(cell, dtype, batch=16, impl=None, **arrays):
      "the persistent kernel cannot: its gate math mixes hidden columns"),
     (LSTMDef(8, 512, PRESETS["NP"], num_heads=2), jnp.bfloat16, 16, {},
      "the persistent kernel cannot: its recurrence is head-wise"),
-], ids=["lstm768", "gru1024-b64", "overflow", "f32", "options", "options-overflow", "fgr",
-        "lstmp", "heads"])
+], ids=["lstm768", "gru1024-b64", "overflow", "f32", "cho1024", "options", "options-overflow",
+        "fgr", "lstmp", "heads"])
 def test_gpu_choice_is_logged(cell, dtype, batch, options, expected, caplog):
   platforms.log_once.cache_clear()
   with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
@@ -231,8 +239,9 @@ def test_persistent_on_request_says_why_it_cannot():
     (LSTMDef(8, 768, PRESETS["NP"]), jnp.bfloat16, 16, "persistent", False),
     (LSTMDef(8, 512, PRESETS["V"]), jnp.bfloat16, 32, "persistent", True),
     (GRUDef(8, 512), jnp.float32, 16, "persistent", False),
+    (GRUDef(8, 768, reset_after=False), jnp.bfloat16, 32, "persistent", True),
     (GRUDef(8, 768), jnp.bfloat16, 96, "step", False),
-], ids=["lstm768", "lstm512-options", "gru512-f32", "gru768-b96"])
+], ids=["lstm768", "lstm512-options", "gru512-f32", "cho768-options", "gru768-b96"])
 def test_gradient_lowers_for_h100(cell, dtype, batch, backward, options, caplog):
   """The whole gradient: the Mosaic GPU forward and backward (with every option too), or,
   where the backward kernel's shared memory does not fit (GRU at batch 96 with lengths), the
@@ -243,7 +252,7 @@ def test_gradient_lowers_for_h100(cell, dtype, batch, backward, options, caplog)
   xp = spec((4, batch, cell.num_gates * hidden), dtype)
   carry0 = jax.tree.map(lambda c: spec(c.shape, dtype), cell.initial_carry((batch,)))
   lengths = spec((batch,), jnp.int32)
-  arrays = _option_shapes(batch, hidden) if options else {}
+  arrays = _option_shapes(cell, batch) if options else {}
 
   def grads(params, xp, carry0, lengths, arrays):
     def loss(params, xp, carry0):
@@ -268,3 +277,22 @@ def test_gradient_lowers_for_h100(cell, dtype, batch, backward, options, caplog)
     assert mosaic == 1 and "__gpu$xla.gpu.triton" in calls, calls
     assert "the step kernel runs the persistent kernel's backward in a scan (its backward " \
            "needs" in messages, messages
+
+
+def test_auto_runs_the_scan_where_no_kernel_can(monkeypatch, caplog, rng):
+  """On a GPU, a Cho GRU of hidden 1024 at batch 300: its R_n fits no single kernel program
+  and the persistent kernel refuses the batch, so backend="auto" runs the scan, logged, and
+  "pallas" says why it cannot."""
+  monkeypatch.setattr(platforms, "default_platform", lambda: "gpu")
+  cell = GRUDef(2, 1024, reset_after=False)
+  params = cell.init_params(jax.random.key(0))
+  xp = cell.input_projection(params, jnp.asarray(rng.standard_normal((2, 300, 2)), jnp.float32))
+  carry0 = cell.initial_carry((300,))
+  platforms.log_once.cache_clear()
+  with caplog.at_level(logging.WARNING, logger="kernels.platforms"):
+    got = recurrence(cell, params, xp, carry0, backend="auto")
+  assert "backend='auto' runs the scan instead" in caplog.text
+  assert "batch 300 pads to 304 > 256" in caplog.text
+  assert_close(got, recurrence(cell, params, xp, carry0, backend="scan"), 1e-7)
+  with pytest.raises(rnn.Unsupported, match="hidden_size=1024 is too large for the Pallas"):
+    recurrence(cell, params, xp, carry0, backend="pallas")

@@ -189,6 +189,24 @@ class CellDef:
     arrays may be wider than the cell (the kernels pad N to a tile; the padding stays zero)."""
     raise NotImplementedError
 
+  @property
+  def inner_matrix(self) -> str | None:
+    """The matrix of `small` the gate math applies to `block_inner_input` when that product is
+    all that keeps it from acting column by column (Cho's R_n), or None. Such a cell also
+    defines `block_pointwise_inner`, so the persistent kernels can split the matrix over
+    thread blocks as they split R and run the gate math in two stages around it."""
+    return None
+
+  def block_inner_input(self, small: dict, states: tuple, xs: tuple,
+                        rprojs: tuple) -> Array:
+    """What `inner_matrix` multiplies [B, N], from the arguments of `block_pointwise`."""
+    raise NotImplementedError
+
+  def block_pointwise_inner(self, small: dict, states: tuple, xs: tuple, rprojs: tuple,
+                            inner: Array) -> tuple[Array, ...]:
+    """`block_pointwise` given inner = block_inner_input(...) @ small[inner_matrix]."""
+    raise NotImplementedError
+
   def gate_projections(self, rprojs: tuple[Array, ...]) -> tuple[Array | None, ...]:
     """The fused recurrent matmuls (one [B, cols] per weight) as per-gate sums."""
     n = self.hidden_size

@@ -107,15 +107,36 @@ class GRUDef(base.CellDef):
   def same_grads(self):
     return not self.reset_after and not self.layer_norm
 
+  @property
+  def inner_matrix(self):
+    return "R_n" if not self.reset_after and not self.layer_norm else None
+
+  def _gate(self, small, xs, rprojs, k, name):
+    rproj = rprojs[k]
+    return base.sigmoid(xs[k] if rproj is None else xs[k] + self._norm(small, rproj, name))
+
+  def _norm(self, small, a, name):
+    if not self.layer_norm:
+      return a
+    return base.block_layer_norm(a, small[f"ln_h_{name}"], self.hidden_size)
+
+  def block_inner_input(self, small, states, xs, rprojs):
+    """Cho: r ⊙ h⁻, what R_n multiplies."""
+    return self._gate(small, xs, rprojs, 0, "r") * states[0]
+
   def block_pointwise(self, small, states, xs, rprojs):
+    inner = None
+    if not self.reset_after:
+      rh = self.block_inner_input(small, states, xs, rprojs)
+      inner = jnp.dot(rh, small["R_n"].astype(rh.dtype))
+    return self.block_pointwise_inner(small, states, xs, rprojs, inner)
+
+  def block_pointwise_inner(self, small, states, xs, rprojs, inner):
     (h,) = states
-    n = self.hidden_size
-    norm = lambda a, g: base.block_layer_norm(a, small[f"ln_h_{g}"], n) if self.layer_norm else a
-    gate = lambda k, g: base.sigmoid(xs[k] if rprojs[k] is None else xs[k] + norm(rprojs[k], g))
-    r, u = gate(0, "r"), gate(1, "u")
+    u = self._gate(small, xs, rprojs, 1, "u")
     if self.reset_after:
-      cand = jnp.tanh(xs[2] + r * (norm(rprojs[2], "n") + small["c_n"]))
+      r = self._gate(small, xs, rprojs, 0, "r")
+      cand = jnp.tanh(xs[2] + r * (self._norm(small, rprojs[2], "n") + small["c_n"]))
     else:
-      rh = r * h
-      cand = jnp.tanh(xs[2] + norm(jnp.dot(rh, small["R_n"].astype(rh.dtype)), "n"))
+      cand = jnp.tanh(xs[2] + self._norm(small, inner, "n"))
     return ((1 - u) * cand + u * h,)

@@ -66,7 +66,8 @@ def recurrence(cell: CellDef, params, xp, carry0, lengths=None, unroll: int = 1,
 
 def resolve_backend(backend: str, cell: CellDef) -> str:
   """"scan" or "pallas" for `backend`: "pallas" runs the kernels (interpreted on a CPU), "auto"
-  runs them on GPU/TPU where they support the cell and the scan elsewhere. "cudnn" projects
+  runs them on GPU/TPU where they support the cell and the scan elsewhere (and where a call's
+  size does not fit them: `kernels.rnn.Unsupported`). "cudnn" projects
   the inputs itself, so it has no recurrence over input projections: ValueError."""
   check_backend(backend)
   if backend == "cudnn":
@@ -86,8 +87,14 @@ def _recurrence(backend: str, cell: CellDef, params, xp, carry0, lengths, unroll
       raise ValueError(f"{sorted(kernel_options)} are options of the kernels, not of "
                        f"backend={backend!r}")
     return scan(cell, params, xp, carry0, lengths, unroll, checked)
-  from kernels import rnn  # pylint: disable=g-import-not-at-top
-  return rnn.recurrence(cell, params, xp, carry0, lengths, checked, **kernel_options)
+  from kernels import platforms, rnn  # pylint: disable=g-import-not-at-top
+  try:
+    return rnn.recurrence(cell, params, xp, carry0, lengths, checked, **kernel_options)
+  except rnn.Unsupported as error:
+    if backend != "auto":
+      raise
+    platforms.log_once(f"{error}: backend='auto' runs the scan instead.")
+    return scan(cell, params, xp, carry0, lengths, unroll, checked)
 
 
 def check_inputs(xs, in_features: int, time_major: bool) -> None:
