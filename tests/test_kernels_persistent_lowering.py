@@ -86,24 +86,31 @@ def _make(cell_kind, hidden):
   return GRUDef(hidden, hidden, reset_after=cell_kind == "gru")
 
 
+def _used_and_planned(kernel, cell, hidden, batch, dtype, masked, zoneout=None):
+  """(Mosaic's shared memory per CTA, the plan's, the plan's cluster) for the kernel at the
+  cluster the plan chooses, which must run it."""
+  program = programs.Program(cell)
+  fused = persistent.Fused.of(_extras(program, hidden, batch, masked, zoneout))
+  cluster, why = persistent.plan(program, hidden, batch, dtype, dtype, masked, fused)
+  assert why is None
+  assert persistent.backward_unsupported(program, hidden, batch, dtype, dtype, masked, cluster,
+                                         fused) is None
+  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, dtype, cluster, masked, zoneout))
+  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
+  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, dtype, dtype,
+                 masked, fused)
+  assert planned <= used <= planned + 1024  # Mosaic's barriers and alignment
+  return used, planned, cluster
+
+
 @pytest.mark.parametrize("batch", BATCH)
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("cell_kind", ["lstm-V", "gru", "gru-cho"])
 @pytest.mark.parametrize("kernel", ["forward", "backward"])
 def test_shared_memory_per_cta_within_the_h100_budget(kernel, cell_kind, hidden, batch):
   """bf16; the backward with lengths, its largest form."""
-  cell = _make(cell_kind, hidden)
-  program = programs.Program(cell)
-  masked = kernel == "backward"
-  cluster, why = persistent.plan(program, hidden, batch, jnp.bfloat16, jnp.bfloat16, False)
-  assert why is None
-  assert persistent.backward_unsupported(program, hidden, batch, jnp.bfloat16, jnp.bfloat16,
-                                         True, cluster) is None
-  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.bfloat16, cluster, masked))
-  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
-  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
-                 jnp.bfloat16, masked)
-  assert planned <= used <= planned + 1024  # Mosaic's barriers and alignment
+  used, _, _ = _used_and_planned(kernel, _make(cell_kind, hidden), hidden, batch, jnp.bfloat16,
+                                 kernel == "backward")
   assert used <= persistent.SMEM_PLAN_BYTES < persistent.SMEM_LIMIT_BYTES
 
 
@@ -117,15 +124,9 @@ def test_shared_memory_with_every_option(kernel, cell_kind, hidden, batch, zoneo
   program = programs.Program(cell)
   fused = persistent.Fused.of(_extras(program, hidden, batch, True, zoneout))
   assert fused.forward_tiles() == 2 + fused.count("step")
-  cluster, why = persistent.plan(program, hidden, batch, jnp.bfloat16, jnp.bfloat16, True,
-                                 fused)
-  assert why is None
-  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.bfloat16, cluster, True,
-                               zoneout))
+  _, planned, cluster = _used_and_planned(kernel, cell, hidden, batch, jnp.bfloat16, True,
+                                          zoneout)
   size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
-  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
-                 jnp.bfloat16, True, fused)
-  assert planned <= used <= planned + 1024
   plain = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.bfloat16,
                jnp.bfloat16, True)
   assert planned > plain if kernel == "forward" or zoneout == "const" else planned == plain
@@ -161,17 +162,10 @@ def test_f32_weights_lower_where_they_fit(kernel, cell_kind, hidden, batch):
   cotangents are laid out [B, K]), with lengths: lowered, shared memory equal to the plan's;
   the plan refuses f32 at hidden 1024, batch 64."""
   cell = _make(cell_kind, hidden)
-  program = programs.Program(cell)
-  cluster, why = persistent.plan(program, hidden, batch, jnp.float32, jnp.float32, True)
-  assert why is None
-  assert persistent.backward_unsupported(program, hidden, batch, jnp.float32, jnp.float32,
-                                         True, cluster) is None
-  used = _smem_bytes(_lowering(kernel, cell, hidden, batch, jnp.float32, cluster, True))
-  size = persistent.smem_bytes if kernel == "forward" else persistent.backward_smem_bytes
-  planned = size(program, *persistent.padded_sizes(hidden, batch), cluster, jnp.float32,
-                 jnp.float32, True)
-  assert planned <= used <= planned + 1024 and used <= persistent.SMEM_PLAN_BYTES
-  assert persistent.plan(program, 1024, 64, jnp.float32, jnp.float32, True)[0] == 0
+  used, _, _ = _used_and_planned(kernel, cell, hidden, batch, jnp.float32, True)
+  assert used <= persistent.SMEM_PLAN_BYTES
+  assert persistent.plan(programs.Program(cell), 1024, 64, jnp.float32, jnp.float32,
+                         True)[0] == 0
 
 
 def _option_shapes(cell, batch, steps=4):
