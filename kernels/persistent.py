@@ -108,8 +108,8 @@ class PersistentConfig:
     with backward_hidden, the hidden size it pads to (Triton's power of 2).
   barrier: "semaphore" (a global semaphore; any number of clusters) or "cluster" (one
     cluster; what GPU interpret mode runs). interpret: False or a `plgpu.InterpretGPUParams`.
-  grid_barrier: False drops the per-step grid barrier; only for the test that proves the
-    race detector catches its absence.
+  grid_barrier: False drops the grid barriers (one or two a step); only for the test that
+    proves the race detector catches their absence.
   """
   program: Program
   units: int
@@ -189,7 +189,8 @@ def _vectors_bytes(program: Program, fused: Fused, units: int) -> int:
 def smem_bytes(program: Program, padded_n: int, padded_b: int, cluster: int, weight_dtype,
                xp_dtype, masked: bool, fused: Fused = Fused(), units: int = UNITS) -> int:
   """The shared memory one CTA asks for (Mosaic adds under 1 KiB of barriers and alignment;
-  the lowering tests read the exact figure): its R slice, its K-slice of h, the h_t tile, the
+  the lowering tests read the exact figure): its slices of R (and the inner matrix), its
+  K-slice of h (or of the inner matrix's input), the h_t tile, the
   partial sums (also the states' staging), the gates' inputs, the gate math's vectors, the
   lengths and the options' tiles."""
   w, x = jnp.dtype(weight_dtype).itemsize, jnp.dtype(xp_dtype).itemsize
@@ -275,8 +276,8 @@ class _Barriers:
 
 class _Sync:
   """How a kernel's CTAs wait for each other: the cluster barrier, and the grid barrier, a
-  monotone count on a global semaphore that every CTA signals once per step (or, for a grid
-  of one cluster, the cluster barrier)."""
+  monotone count on a global semaphore that every CTA signals once per grid barrier (one a
+  step, two for a staged cell), or, for a grid of one cluster, the cluster barrier."""
 
   def __init__(self, cfg: "PersistentConfig", cluster_bar, num_clusters):
     from jax.experimental import pallas as pl
@@ -352,7 +353,6 @@ def _gate_math_extras(program: Program, small_s, lengths_s, t, shape):
   if program.inner is not None:
     small.insert(program.inner, None)
   return tuple(small), None if lengths_s is None else t < lengths_s[...]
-
 
 
 def _zoneout(fused: Fused, small_s, num_small: int, step_tiles, shape):
@@ -483,12 +483,18 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
     keeps = _zoneout(fused, small_s, num_small, [opts_s[m] for m in keep_slots], xs[0].shape)
     return xs, small, valid, keeps
 
-  def leader_inner(t, carry, parts):
-    """A staged cell's first stage: the recurrent projections, and the inner matrix's input
-    for this cluster's units stored (K-major) for every CTA's second matmul."""
+  def projections(parts):
+    """The recurrent projections' partial sums added up, once xs and the options' tiles of
+    the step have arrived."""
     totals = peer_sums(parts)
     _wait(barrier, bars.xs)
     _wait(barrier, bars.opts)
+    return totals
+
+  def leader_inner(t, carry, parts):
+    """A staged cell's first stage: the recurrent projections, and the inner matrix's input
+    for this cluster's units stored (K-major) for every CTA's second matmul."""
+    totals = projections(parts)
     xs, small, _, _ = gate_inputs(t)
     _store_t(o_s, p.inner_input(small, carry[0], xs, rprojs_of(totals)))
     plgpu.commit_smem()
@@ -514,10 +520,7 @@ def _forward_kernel(*refs, cfg: PersistentConfig, num_steps: int, masked: bool,
 
   def leader_last(t, carry, parts):
     """An unstaged cell's step after its recurrent matmuls."""
-    totals = peer_sums(parts)
-    _wait(barrier, bars.xs)
-    _wait(barrier, bars.opts)
-    return leader_step(t, carry, totals, None)
+    return leader_step(t, carry, projections(parts), None)
 
   def leader_second(t, carry, totals, part):
     """A staged cell's second stage, after the inner matrix's matmul."""
@@ -959,20 +962,20 @@ def _backward(cfg: PersistentConfig, xp, entering, d_seqs, d_finals, weights, sm
   per_step = lambda a: _per_step(a, clusters, u)
   mask = None if extras.h_mask is None else extras.h_mask[None]
   rprojs = p.rprojs(p.rinputs(entering, mask), weights)
+  matrices = _matrices(p, weights, small)
   inputs = [_row_tiles(extras.lengths, u)] if extras.lengths is not None else []
   inputs += [jnp.moveaxis(_row_blocks(xp, clusters, u), 0, 1),  # [T, clusters, G, B, units]
              jnp.stack([w.reshape(clusters, u, c, k_slice).transpose(0, 2, 1, 3)
-                        for w in _matrices(p, weights, small)], 2),  # [clusters, C, m, u, K/C]
+                        for w in matrices], 2),  # [clusters, C, m, u, K/C]
              per_step(jnp.stack(entering, 1)), per_step(jnp.stack(d_seqs, 1).astype(f32)),
              per_step(jnp.stack([rprojs[gate] for gate in gates], 1)),
              _columns(jnp.stack(d_finals).astype(f32), clusters, u),
              _vectors(vectors, extras, clusters, u),
              *_option_inputs(extras, extras.resets, clusters, u)]
   if staged:
-    inner_matrix = _matrices(p, weights, small)[-1]
     xs = tuple(xp[:, k].astype(f32) for k in range(g))
     inner_in = p.inner_input(small, entering, xs, rprojs).astype(w_dtype)
-    inner = jnp.dot(inner_in, inner_matrix, preferred_element_type=f32)
+    inner = jnp.dot(inner_in, matrices[-1], preferred_element_type=f32)
     inputs.append(jnp.moveaxis(_columns(inner, clusters, u), 0, 1))  # [T, clusters, u, B]
   tile = lambda count: jax.ShapeDtypeStruct((clusters, count, u, b), f32)
   out_type = (jax.ShapeDtypeStruct((t, g, b, n), xp.dtype),

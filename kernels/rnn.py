@@ -7,8 +7,8 @@ platform's tiles; with head-wise recurrence each head padded on its own), runs t
 whole-sequence kernel, or where the recurrent weights one program holds (a head's blocks,
 with heads) do not fit on chip, the persistent kernel (`persistent`: NVIDIA GPUs, R split
 over many thread blocks) where it supports the cell and its shared memory fits (the options'
-tiles included), else the step kernel in a scan (the choice logged once), and unpacks. Gradients reach the library params
-through the packing, which is plain jnp.
+tiles included), else the step kernel in a scan (the choice logged once), and unpacks.
+Gradients reach the library params through the packing, which is plain jnp.
 """
 import jax
 import jax.numpy as jnp
@@ -111,7 +111,7 @@ def _num_sms() -> int:
 
 
 def _persistent_plan(target: platforms.Target, program: programs.Program, batch: int, w_dtype,
-                     xp_dtype, options, lengths) -> tuple[int, str | None]:
+                     xp_dtype, fused: persistent.Fused, lengths) -> tuple[int, str | None]:
   """(cluster size, None) where the persistent kernel can run this call, else (0, why not)."""
   if target.platform not in ("gpu", "cpu"):
     return 0, "it runs on NVIDIA GPUs only"
@@ -123,7 +123,7 @@ def _persistent_plan(target: platforms.Target, program: programs.Program, batch:
   if target.platform == "cpu":  # GPU interpret mode: one cluster of 2 CTAs (or 1)
     return 2 if program.cell.hidden_size % 32 == 0 else 1, None
   return persistent.plan(program, program.cell.hidden_size, batch, w_dtype, xp_dtype,
-                         lengths is not None, _fused(options), _num_sms())
+                         lengths is not None, fused, _num_sms())
 
 
 def _fused(options) -> persistent.Fused:
@@ -246,13 +246,13 @@ def recurrence(cell, params, xp, carry0, lengths, options, *,
   packed = program.pack(params, xp, carry0, padded_b, padded_n, padded_ny)
   cluster, persistent_why, backward_why = 0, "not asked for", None
   if impl in (None, "persistent"):
-    w_dtype = params[cell.recurrent_weights[0]].dtype
+    w_dtype, fused = params[cell.recurrent_weights[0]].dtype, _fused(options)
     cluster, persistent_why = _persistent_plan(target, program, batch, w_dtype, xp.dtype,
-                                               options, lengths)
+                                               fused, lengths)
     if persistent_why is None and target.platform == "gpu":
       backward_why = persistent.backward_unsupported(program, cell.hidden_size, batch, w_dtype,
                                                      xp.dtype, lengths is not None, cluster,
-                                                     _fused(options))
+                                                     fused)
       if backward_why is not None and not _inner_matrices_fit(target, program):
         cluster, persistent_why = 0, (f"{backward_why}, and the step kernel would need the "
                                       f"matrices inside the gate math whole")
