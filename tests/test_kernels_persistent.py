@@ -1,6 +1,6 @@
 """The persistent Mosaic GPU kernels (`kernels.persistent`) in Pallas's GPU interpret mode on a
 CPU: their one-cluster form, whose CTAs run concurrently with race detection on, against the
-scan path (values and gradients for every supported preset and the GRU, and with every
+scan path (values and gradients for every supported preset and both GRUs, and with every
 option: resets, recurrent dropout, zoneout) and against `jax.grad` of the plain reference
 (grad_clip, lengths, bf16 weights, the options, the step kernel's backward in place of the
 backward kernel), and proof that the race detector fires when either kernel's per-step barrier
